@@ -1,0 +1,17 @@
+# The two set-up commands of the README: `make run` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: install install-test run test bench
+
+install:
+	$(PIP) install -q -e .
+
+install-test:
+	$(PIP) install -q -e '.[test]'
+
+run: install
+	autotune run --model 26B-A4B
+
+test: install-test
+	$(PYTHON) -m pytest
