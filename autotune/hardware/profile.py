@@ -40,12 +40,17 @@ class GPUProfile:
     weight_stream_tbs: float
     kv_read_tbs: float
     gemm_tflops: float
+    moe_gemm_tflops: float
     prefill_attention_tflops: float
     prefill_attention_windowed: bool
     attention_layer_floor_us: float
     moe_dispatch_floor_us: float
+    allreduce_latency_us: float
+    allreduce_busbw_gbs: float
     decode_step_overhead_ms: float
     prefill_step_overhead_ms: float
+    spec_draft_factor: float
+    spec_step_overhead_ms: float
     source: str = "datasheet + aiconfigurator tables (see gpus.yaml)"
 
     @property

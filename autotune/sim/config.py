@@ -1,0 +1,132 @@
+"""The simulated server's configuration and start-up: SGLang's flags resolved into pool sizes.
+
+`start_up()` does what SGLang does between parsing its arguments and serving: size the KV
+budget, split it into the two pools (or refuse), derive the request cap, and produce the log
+lines SGLang prints on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autotune.hardware.profile import GIB, GPUProfile
+from autotune.models.spec import ModelSpec
+from autotune.pools.budget import KVBudget, default_chunked_prefill_size, estimate_budget
+from autotune.pools.sizing import KVGeometry, PoolLayout, size_pools, validate_ratio
+from autotune.sim.request import floor_page
+
+DEFAULT_RATIO = 0.8  # SGLang's effective value when --swa-full-tokens-ratio is not passed
+DEFAULT_MAX_PREFILL_TOKENS = 16384
+DEFAULT_DECODE_LOG_INTERVAL = 40
+
+
+@dataclass(frozen=True)
+class SimServerConfig:
+    """The subset of `sglang.launch_server` flags the simulator honours, plus its own two."""
+
+    model: ModelSpec
+    gpu: GPUProfile
+    swa_full_tokens_ratio: float | None = None  # None: not passed (effective 0.8)
+    page_size: int = 1
+    chunked_prefill_size: int | None = None  # None: SGLang's GPU-memory default
+    max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS
+    max_running_requests: int | None = None
+    max_total_tokens: int | None = None
+    mem_fraction_static: float | None = None
+    kv_budget_bytes: int | None = None  # the simulator's --kv-budget-gb, pinned
+    disable_hybrid_swa_memory: bool = False
+    tp_size: int = 1
+    kv_cache_dtype: str = "bf16"
+    speculative_accept_length: float | None = None
+    decode_log_interval: int = DEFAULT_DECODE_LOG_INTERVAL
+
+    @property
+    def ratio(self) -> float:
+        return DEFAULT_RATIO if self.swa_full_tokens_ratio is None else self.swa_full_tokens_ratio
+
+    @property
+    def chunk_size(self) -> int:
+        return self.chunked_prefill_size or default_chunked_prefill_size(self.gpu.memory_mib)
+
+    @property
+    def hybrid(self) -> bool:
+        return self.model.hybrid_swa and not self.disable_hybrid_swa_memory
+
+
+@dataclass(frozen=True)
+class StartUp:
+    """What the server knows once it is up: pools, caps, and what it logged getting there."""
+
+    budget: KVBudget
+    full_tokens: int  # max_total_num_tokens
+    swa_tokens: int | None  # max_total_num_tokens_swa (None without a hybrid pool)
+    layout: PoolLayout | None
+    max_running_requests: int
+    context_len: int
+    log_lines: tuple[str, ...]
+
+    @property
+    def kv_cache_gib(self) -> float:
+        return self.budget.gib
+
+
+def _single_pool_tokens(config: SimServerConfig, budget: KVBudget) -> int:
+    """Without a hybrid pool every layer caches every token at its own width."""
+    model, tp, dtype = config.model, config.tp_size, config.kv_cache_dtype
+    cell = model.full_layer_bytes(tp, dtype) * len(model.full_layer_ids) + model.swa_layer_bytes(tp, dtype) * len(
+        model.swa_layer_ids
+    )
+    tokens = int(budget.bytes // cell)
+    if config.max_total_tokens is not None:
+        tokens = min(tokens, config.max_total_tokens)
+    return floor_page(tokens, config.page_size)
+
+
+def resolve_max_running_requests(capacity: int, context_len: int, requested: int | None) -> int:
+    """kv_cache_configurator.resolve_max_num_reqs."""
+    estimated = max(min(int(capacity / max(context_len, 1) * 512), 4096), 2048)
+    if requested is not None:
+        return max(1, min(requested, capacity // 2))
+    return min(estimated, capacity // 2)
+
+
+def start_up(config: SimServerConfig) -> StartUp:
+    """Size the pools like SGLang; raises SWAPoolRefused / InsufficientMemory as SGLang would."""
+    if config.swa_full_tokens_ratio is not None:
+        validate_ratio(config.swa_full_tokens_ratio)
+    if config.kv_budget_bytes is not None:
+        budget = KVBudget(bytes=config.kv_budget_bytes, source="pinned by --kv-budget-gb")
+    else:
+        budget = estimate_budget(
+            config.model, config.gpu, tp=config.tp_size,
+            mem_fraction_static=config.mem_fraction_static, chunked_prefill_size=config.chunk_size,
+        )
+    weights_gib = config.model.weight_bytes_per_rank(config.tp_size) / GIB
+    lines = [f"Load weight end. type={config.model.architecture}, dtype=torch.bfloat16, avail mem={budget.gib + weights_gib:.2f} GB, mem usage={weights_gib:.2f} GB."]
+    layout: PoolLayout | None = None
+    if config.hybrid:
+        geometry = KVGeometry.of(config.model, tp=config.tp_size, kv_dtype=config.kv_cache_dtype)
+        layout = size_pools(
+            geometry, budget.bytes, config.ratio, config.page_size, max_total_tokens=config.max_total_tokens
+        )
+        full, swa = layout.full_tokens, layout.swa_tokens
+        lines.append(layout.log_line())
+    else:
+        full, swa = _single_pool_tokens(config, budget), None
+    lines.append(f"KV Cache is allocated. #tokens: {full}, K size: {budget.gib / 2:.2f} GB, V size: {budget.gib / 2:.2f} GB")
+    context_len = config.model.context_len or 131072
+    max_running = resolve_max_running_requests(full, context_len, config.max_running_requests)
+    lines.append(
+        f"max_total_num_tokens={full}, chunked_prefill_size={config.chunk_size}, "
+        f"max_prefill_tokens={config.max_prefill_tokens}, max_running_requests={max_running}, "
+        f"context_len={context_len}, available_gpu_mem={config.gpu.memory_gib - weights_gib - budget.gib:.2f} GB"
+    )
+    return StartUp(
+        budget=budget,
+        full_tokens=full,
+        swa_tokens=swa,
+        layout=layout,
+        max_running_requests=max_running,
+        context_len=context_len,
+        log_lines=tuple(lines),
+    )

@@ -1,0 +1,129 @@
+"""The simulated SGLang engine: start-up, the scheduler, and the metrics it publishes.
+
+`SimEngine` is clock-agnostic: the HTTP server drives it against the wall clock, `simulate()`
+(autotune/sim/run.py) drives it in virtual time. Both see the same pools, admission,
+retractions, log lines and gauges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autotune.server_metrics import MetricSample
+from autotune.sim.config import SimServerConfig, StartUp, start_up
+from autotune.sim.request import SimRequest
+from autotune.sim.scheduler import Scheduler, SchedulerConfig, StepReport
+from autotune.sim.timing import TimingModel
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """SGLang's scheduler gauges at one moment (published at prefill and every decode log)."""
+
+    num_running_reqs: int
+    num_queue_reqs: int
+    full_capacity: int
+    full_used: int
+    full_available: int
+    full_evictable: int
+    swa_capacity: int
+    swa_used: int
+    swa_available: int
+    swa_evictable: int
+    gen_throughput: float
+    num_retracted_reqs: int
+
+    @property
+    def full_token_usage(self) -> float:
+        return self.full_used / self.full_capacity if self.full_capacity else 0.0
+
+    @property
+    def swa_token_usage(self) -> float:
+        return self.swa_used / self.swa_capacity if self.swa_capacity else 0.0
+
+    @property
+    def token_usage(self) -> float:
+        # For hybrid models sglang:token_usage is the larger of the two.
+        return max(self.full_token_usage, self.swa_token_usage)
+
+
+class SimEngine:
+    def __init__(self, config: SimServerConfig) -> None:
+        self.config = config
+        self.startup: StartUp = start_up(config)
+        self.timing = TimingModel(
+            config.model, config.gpu, config.tp_size, spec_accept_length=config.speculative_accept_length
+        )
+        self.scheduler = Scheduler(
+            SchedulerConfig(
+                full_tokens=self.startup.full_tokens,
+                swa_tokens=self.startup.swa_tokens,
+                window=config.model.window if config.hybrid else None,
+                page_size=config.page_size,
+                chunked_prefill_size=config.chunk_size,
+                max_prefill_tokens=config.max_prefill_tokens,
+                max_running_requests=self.startup.max_running_requests,
+                decode_log_interval=config.decode_log_interval,
+            ),
+            self.timing,
+        )
+        self.published = self.live_stats()
+
+    # -- driving ----------------------------------------------------------------------------
+    def add(self, request: SimRequest) -> None:
+        self.scheduler.add(request)
+
+    def step(self, now: float) -> StepReport:
+        report = self.scheduler.step(now)
+        if report.kind == "prefill" or report.log_line is not None or report.retracted:
+            self.published = self.live_stats()
+        return report
+
+    def refresh_idle(self) -> None:
+        """SGLang refreshes its gauges periodically while idle."""
+        self.published = self.live_stats()
+
+    @property
+    def idle(self) -> bool:
+        return self.scheduler.idle
+
+    # -- observing --------------------------------------------------------------------------
+    def live_stats(self) -> EngineStats:
+        s = self.scheduler
+        swa = s.swa
+        return EngineStats(
+            num_running_reqs=len(s.running) + (1 if s.chunked is not None else 0),
+            num_queue_reqs=len(s.waiting),
+            full_capacity=s.full.capacity,
+            full_used=s.full.used,
+            full_available=s.full.available,
+            full_evictable=s.full.evictable,
+            swa_capacity=swa.capacity if swa else 0,
+            swa_used=swa.used if swa else 0,
+            swa_available=swa.available if swa else 0,
+            swa_evictable=swa.evictable if swa else 0,
+            gen_throughput=s.gen_throughput,
+            num_retracted_reqs=s.counters.last_retracted,
+        )
+
+    def sample(self, t: float) -> MetricSample:
+        """What a scrape of /metrics would read at time t (seconds since the replay started)."""
+        p, c = self.published, self.scheduler.counters
+        return MetricSample(
+            t=t,
+            num_running_reqs=p.num_running_reqs,
+            num_queue_reqs=p.num_queue_reqs,
+            full_token_usage=p.full_token_usage,
+            swa_token_usage=p.swa_token_usage,
+            token_usage=p.token_usage,
+            swa_used_tokens=p.swa_used,
+            swa_available_tokens=p.swa_available,
+            swa_evictable_tokens=p.swa_evictable,
+            kv_used_tokens=p.full_used,
+            kv_available_tokens=p.full_available,
+            kv_evictable_tokens=p.full_evictable,
+            gen_throughput=p.gen_throughput,
+            num_retracted_requests_total=c.retracted_requests,
+            generation_tokens_total=c.generation_tokens,
+            prompt_tokens_total=c.prompt_tokens,
+        )

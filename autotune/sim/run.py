@@ -1,0 +1,172 @@
+"""Run a workload through the simulated engine in virtual time (the `sim-fast` backend).
+
+The result has the same shape as what the HTTP replay and the metrics scraper produce: one
+`RequestOutcome` per request, a bench_serving `ServingSummary`, and `MetricSample`s at the
+scrape interval. The client side follows the workload's arrival process exactly as the replay
+does: a concurrency semaphore, Poisson or trace offsets, warm-up requests first and excluded.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from autotune.serving_metrics import SLO, RequestOutcome, ServingSummary, stream_timings, summarize
+from autotune.server_metrics import MetricSample, SeriesSummary, summarize_series
+from autotune.sim.config import SimServerConfig, StartUp
+from autotune.sim.engine import SimEngine
+from autotune.sim.request import SimRequest
+from autotune.workloads import RequestSpec, Workload, concurrency_limit, send_offsets
+
+@dataclass(frozen=True)
+class SimResult:
+    """A simulated trial: labelled simulated wherever it is shown."""
+
+    outcomes: tuple[RequestOutcome, ...]
+    summary: ServingSummary
+    samples: tuple[MetricSample, ...]
+    series: SeriesSummary
+    startup: StartUp
+    duration_s: float
+    hung: bool
+    log_lines: tuple[str, ...]
+    simulated: bool = True
+
+
+def _outcome(spec: RequestSpec, req: SimRequest, t0: float) -> RequestOutcome:
+    done = req.finish_s is not None and req.error is None
+    start = req.arrival_s - t0
+    ttft, itls = stream_timings(
+        req.arrival_s, list(zip(req.token_times, req.token_counts))
+    ) if req.token_times else (None, [])
+    return RequestOutcome(
+        index=spec.index,
+        prompt_len=spec.prompt_len,
+        output_len=req.generated,
+        success=done,
+        start_s=start,
+        ttft_s=ttft,
+        itl_s=itls,
+        e2e_s=(req.finish_s - req.arrival_s) if done else None,
+        error=None if done else (req.error or "did not finish (simulated server hung: no request could be admitted)"),
+        retracted=req.retractions > 0,
+    )
+
+
+class _Client:
+    """The replay's arrival process in virtual time."""
+
+    def __init__(self, specs: tuple[RequestSpec, ...], offsets: tuple[float, ...], limit: int | None, t0: float) -> None:
+        self.pending = list(zip(offsets, specs))
+        self.pending.reverse()  # pop() from the end = next in order
+        self.limit = limit
+        self.in_flight = 0
+        self.t0 = t0
+
+    def due(self, now: float) -> list[tuple[float, RequestSpec]]:
+        """Requests whose send time has come and that have a concurrency slot."""
+        out = []
+        while self.pending and self.t0 + self.pending[-1][0] <= now and (self.limit is None or self.in_flight < self.limit):
+            offset, spec = self.pending.pop()
+            self.in_flight += 1
+            out.append((max(self.t0 + offset, now), spec))
+        return out
+
+    def next_time(self) -> float | None:
+        if not self.pending or (self.limit is not None and self.in_flight >= self.limit):
+            return None
+        return self.t0 + self.pending[-1][0]
+
+
+def _drive(
+    engine: SimEngine,
+    specs: tuple[RequestSpec, ...],
+    offsets: tuple[float, ...],
+    limit: int | None,
+    t0: float,
+    samples: list[MetricSample] | None,
+    sample_interval_s: float,
+    logs: list[str],
+) -> tuple[dict[int, SimRequest], float, bool]:
+    client = _Client(specs, offsets, limit, t0)
+    live: dict[int, SimRequest] = {}
+    now = t0
+    next_sample = t0
+    finished_events: list[tuple[float, int]] = []
+
+    def on_finish(req: SimRequest) -> None:
+        heapq.heappush(finished_events, (req.finish_s or now, id(req)))
+
+    engine.scheduler.on_finish = on_finish
+    while True:
+        for send_s, spec in client.due(now):
+            req = SimRequest(rid=str(spec.index), prompt_len=spec.prompt_len, max_new_tokens=spec.output_len, arrival_s=send_s)
+            live[spec.index] = req
+            engine.add(req)
+        report = engine.step(now)
+        if report.log_line:
+            logs.append(report.log_line)
+        if report.kind == "idle":
+            if engine.idle and not client.pending:
+                break
+            wake = client.next_time()
+            if not engine.idle or wake is None:
+                # Requests wait but none can be admitted and none runs to free memory: SGLang
+                # spins here forever (the hang the start-up refusal exists to prevent).
+                return live, now, True
+            end = max(wake, now)
+            engine.refresh_idle()
+        else:
+            end = report.end_s
+        # Record scrapes that fall inside this step, with the gauges published before it ended.
+        while samples is not None and next_sample <= end:
+            samples.append(engine.sample(next_sample - t0))
+            next_sample += sample_interval_s
+        now = end
+        while finished_events and finished_events[0][0] <= now:
+            heapq.heappop(finished_events)
+            client.in_flight -= 1
+    return live, now, False
+
+
+def simulate(
+    workload: Workload,
+    config: SimServerConfig,
+    *,
+    slo: SLO | None = None,
+    sample_interval_s: float = 1.0,
+) -> SimResult:
+    """Replay `workload` against a simulated server built from `config`, in virtual time."""
+    engine = SimEngine(config)
+    logs = list(engine.startup.log_lines)
+    logs.append("The server is fired up and ready to roll!")
+    warmups = workload.warmup_requests()
+    t = 0.0
+    if warmups:  # sent one at a time before the measured run, like the replay's warm-up
+        _, t, _ = _drive(engine, warmups, (0.0,) * len(warmups), 1, t, None, sample_interval_s, logs)
+    specs = workload.requests
+    offsets = send_offsets(workload.arrival, specs)
+    samples: list[MetricSample] = []
+    live, end, hung = _drive(
+        engine, specs, offsets, concurrency_limit(workload.arrival), t, samples, sample_interval_s, logs
+    )
+    samples.append(engine.sample(end - t))
+    outcomes = tuple(_outcome(spec, live[spec.index], t) if spec.index in live else _unsent(spec) for spec in specs)
+    duration = end - t
+    return SimResult(
+        outcomes=outcomes,
+        summary=summarize(outcomes, duration, slo),
+        samples=tuple(samples),
+        series=summarize_series(samples),
+        startup=engine.startup,
+        duration_s=duration,
+        hung=hung,
+        log_lines=tuple(logs),
+    )
+
+
+def _unsent(spec: RequestSpec) -> RequestOutcome:
+    return RequestOutcome(
+        index=spec.index, prompt_len=spec.prompt_len, output_len=0, success=False, start_s=0.0,
+        ttft_s=None, itl_s=[], e2e_s=None, error="never sent: the simulated server hung first",
+    )

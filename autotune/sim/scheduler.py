@@ -1,0 +1,448 @@
+"""SGLang's scheduler for a hybrid SWA model, reduced to what decides a ratio's fate.
+
+One `step()` is one iteration of SGLang's event loop (managers/scheduler.py, non-overlap):
+build a prefill batch from the waiting queue if admission allows (PrefillAdder,
+mem_cache/prefill_budget.py::SWAPrefillBudget), otherwise decode the running batch after
+checking decode memory and retracting requests if it does not fit (schedule_batch.py). The
+rules kept, each from the reference (sglang.md §4) and the 0.5.23 source:
+
+- every prefill token is allocated in both pools;
+- admission: full side `extend + min(max_new, 4096) + page < available + evictable - offsets`,
+  where offsets reserve the running requests' remaining output; SWA side
+  `max(min(extend, chunk) - window, 0) + min(extend + max_new, window) + page < swa free + evictable
+  - this round's SWA reservations`. A request that fails waits (and stops the round: FCFS);
+- chunked prefill: at most one request in chunks; chunk = min(chunk budget, full room, SWA room - page);
+- out-of-window SWA tokens: after a prefill chunk they go to the radix cache (evictable); while
+  decoding they are freed once `SWA_EVICTION_INTERVAL` (128) tokens have slid out of the window
+  (0.5.23 gates on tokens, not steps, so speculative decoding does not stretch the interval);
+- decode out of memory: retract (fewest outputs first, then longest prompt), re-queue at the back;
+- finished requests' tokens stay in the radix cache (evictable), which usage gauges do not count.
+
+Times are whatever clock the caller uses (virtual seconds in-process, wall seconds in the server).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from autotune.pools.sizing import SWA_EVICTION_INTERVAL
+from autotune.sim.pool import TokenPool
+from autotune.sim.request import CLIP_MAX_NEW_TOKENS, SimRequest, ceil_page, floor_page
+from autotune.sim.timing import DecodeBatch, PrefillChunk, TimingModel
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    full_tokens: int
+    swa_tokens: int | None  # None: no hybrid pool (one pool for every layer)
+    window: int | None
+    page_size: int = 1
+    chunked_prefill_size: int = 8192
+    max_prefill_tokens: int = 16384
+    max_running_requests: int = 2048
+    decode_log_interval: int = 40
+    new_token_ratio: float = 1.0  # requests without ignore_eos; SGLang decays 0.7 -> 0.1, we keep it simple
+
+    @property
+    def hybrid(self) -> bool:
+        return self.swa_tokens is not None
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one forward step did (for logs, metrics and the caller's clocks)."""
+
+    kind: str  # "prefill", "decode", "retract" (all running requests retracted) or "idle"
+    start_s: float
+    duration_s: float
+    batch_size: int
+    new_tokens: int = 0  # prefill: extend tokens computed; decode: output tokens emitted
+    finished: tuple[SimRequest, ...] = ()
+    retracted: tuple[SimRequest, ...] = ()
+    emitted: tuple[SimRequest, ...] = ()  # requests that got new output tokens this step
+    log_line: str | None = None
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+@dataclass
+class Counters:
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    requests: int = 0
+    retracted_requests: int = 0
+    retracted_input_tokens: int = 0
+    retracted_output_tokens: int = 0
+    last_retracted: int = 0  # gauge sglang:num_retracted_reqs: size of the latest retraction
+    decode_steps: int = 0
+    prefill_steps: int = 0
+
+
+@dataclass
+class _Budget:
+    """PrefillBudget/SWAPrefillBudget for one round: live pools minus this round's reservations."""
+
+    full: TokenPool
+    swa: TokenPool | None
+    page: int
+    window: int | None
+    total_offset: float = 0.0
+    current_offset: float = 0.0
+    swa_offset: float = 0.0
+
+    @property
+    def remaining_total(self) -> float:
+        return self.full.free_or_evictable - self.total_offset
+
+    @property
+    def remaining_current(self) -> float:
+        return self.full.free_or_evictable - self.current_offset
+
+    @property
+    def remaining_swa(self) -> float:
+        return (self.swa.free_or_evictable - self.swa_offset) if self.swa else float("inf")
+
+    def swa_tokens(self, extend: int, max_new: int, chunk_limit: int | None) -> int:
+        """prefill_budget.estimate_swa_kv_tokens: the SWA peak one request may reach."""
+        if not self.window:
+            return extend + max_new + self.page
+        allocated = extend if chunk_limit is None else min(extend, chunk_limit)
+        return max(allocated - self.window, 0) + min(extend + max_new, self.window) + self.page
+
+    def has_capacity(self) -> bool:
+        return self.remaining_total > 0 and self.remaining_current > 0 and self.remaining_swa > 0
+
+    def reserve(self, extend: int, max_new: int, chunk_limit: int | None) -> None:
+        extend = ceil_page(extend, self.page)
+        immediate = extend + self.page
+        self.total_offset += immediate + max_new
+        self.current_offset += immediate
+        if self.swa:
+            self.swa_offset += self.swa_tokens(extend, max_new, chunk_limit)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, timing: TimingModel) -> None:
+        self.config = config
+        self.timing = timing
+        self.full = TokenPool("full", config.full_tokens)
+        self.swa = TokenPool("swa", config.swa_tokens) if config.hybrid else None
+        self.waiting: deque[SimRequest] = deque()
+        self.running: list[SimRequest] = []
+        self.chunked: SimRequest | None = None
+        self.counters = Counters()
+        self.on_finish: Callable[[SimRequest], None] | None = None
+        self._log_tokens = 0
+        self._log_start_s: float | None = None
+        self.gen_throughput = 0.0
+        self.last_decode_log: str | None = None
+
+    # -- queue -------------------------------------------------------------------------------
+    def add(self, request: SimRequest) -> None:
+        self.waiting.append(request)
+        self.counters.requests += 1
+
+    @property
+    def idle(self) -> bool:
+        return not self.waiting and not self.running and self.chunked is None
+
+    @property
+    def window(self) -> int | None:
+        return self.config.window if self.config.hybrid else None
+
+    @property
+    def _window_pages(self) -> int:
+        page = self.config.page_size
+        return ceil_page(max(self.window or 0, page), page)
+
+    # -- one iteration -----------------------------------------------------------------------
+    def step(self, now: float) -> StepReport:
+        batch = self._prefill_batch()
+        if batch:
+            return self._run_prefill(batch, now)
+        if self.running:
+            return self._run_decode(now)
+        return StepReport("idle", now, 0.0, 0)
+
+    # -- prefill -----------------------------------------------------------------------------
+    def _prefill_batch(self) -> list[tuple[SimRequest, int, bool]]:
+        """PrefillAdder: (request, extend tokens this step, completes its prefill?)."""
+        cfg = self.config
+        if len(self.running) >= cfg.max_running_requests and self.chunked is None:
+            return []
+        budget = _Budget(self.full, self.swa, cfg.page_size, self.window)
+        for r in self.running:
+            ratio = 1.0 if r.ignore_eos else cfg.new_token_ratio
+            budget.total_offset += min(r.remaining_new_tokens, CLIP_MAX_NEW_TOKENS) * ratio
+        rem_input = cfg.max_prefill_tokens
+        rem_chunk = cfg.chunked_prefill_size
+        batch: list[tuple[SimRequest, int, bool]] = []
+
+        chunk_pending = False
+        if self.chunked is not None:  # add_chunked_req: the request in chunks goes first
+            req = self.chunked
+            room = min(rem_chunk, int(budget.remaining_total))
+            if self.swa is not None:
+                room = min(room, int(budget.remaining_swa) - cfg.page_size)
+            left = req.fill_len - req.prefilled
+            extend = left if left <= room else floor_page(room, cfg.page_size)
+            chunk_pending = extend < left
+            if extend > 0:
+                batch.append((req, extend, not chunk_pending))
+                max_new = min(req.remaining_new_tokens, CLIP_MAX_NEW_TOKENS)
+                budget.reserve(extend, 0 if chunk_pending else max_new, rem_chunk)
+                rem_input -= ceil_page(extend, cfg.page_size)
+                rem_chunk -= ceil_page(extend, cfg.page_size)
+            if not chunk_pending:
+                self.chunked = None
+
+        new_chunked: SimRequest | None = None
+        while self.waiting and new_chunked is None and not chunk_pending:
+            if len(self.running) + len(batch) >= cfg.max_running_requests:
+                break
+            if not budget.has_capacity() or rem_input <= 0 or rem_chunk <= 0:
+                break
+            req = self.waiting[0]
+            max_new = min(req.remaining_new_tokens, CLIP_MAX_NEW_TOKENS)
+            extend = req.fill_len
+            if extend > rem_input and batch:
+                break
+            total = extend + max_new + cfg.page_size
+            if not total < budget.remaining_total:
+                break  # NO_TOKEN: the full pool cannot take it now; FCFS, so everyone waits
+            chunk_limit: int | None = rem_chunk
+            if self.swa is not None:
+                needed = budget.swa_tokens(ceil_page(extend, cfg.page_size), max_new, chunk_limit)
+                if not needed < budget.remaining_swa:
+                    if needed < self.swa.capacity:
+                        break  # the SWA budget fails: the request waits (reference §4)
+                    cap = floor_page(int(budget.remaining_swa) - budget.swa_tokens(0, max_new, None), cfg.page_size)
+                    if cap <= 0:
+                        break
+                    chunk_limit = min(chunk_limit, cap)
+            if extend <= chunk_limit:
+                paged = ceil_page(extend, cfg.page_size)
+                if paged > min(budget.remaining_current, budget.remaining_total):
+                    break
+                if self.swa is not None and budget.swa_tokens(extend, max_new, chunk_limit) > budget.remaining_swa:
+                    break
+                self.waiting.popleft()
+                batch.append((req, extend, True))
+                budget.reserve(extend, max_new, chunk_limit)
+            else:
+                room = min(chunk_limit, int(budget.remaining_total))
+                if self.swa is not None:
+                    room = min(room, int(budget.remaining_swa) - cfg.page_size)
+                extend = floor_page(room, cfg.page_size)
+                if extend <= 0:
+                    break
+                self.waiting.popleft()
+                batch.append((req, extend, False))
+                new_chunked = req
+                budget.reserve(extend, 0, chunk_limit)
+            rem_input -= ceil_page(extend, cfg.page_size)
+            rem_chunk -= ceil_page(extend, cfg.page_size)
+        if new_chunked is not None:
+            self.chunked = new_chunked
+        return batch
+
+    def _run_prefill(self, batch: list[tuple[SimRequest, int, bool]], now: float) -> StepReport:
+        cfg = self.config
+        chunks = [PrefillChunk(extend_len=extend, prefix_len=req.prefilled) for req, extend, _ in batch]
+        duration = self.timing.prefill_step_s(chunks)
+        end = now + duration
+        emitted: list[SimRequest] = []
+        finished: list[SimRequest] = []
+        new_tokens = 0
+        for req, extend, done in batch:
+            if req.scheduled_s is None:
+                req.scheduled_s = now
+            self._grow(req, extend)
+            req.prefilled += extend
+            new_tokens += extend
+            self.counters.prompt_tokens += extend
+            if self.swa is not None:
+                # Out-of-window prefill tokens go to the radix cache: evictable, not used.
+                self._release_window(req, keep_from=req.kv_len - self.window, to_cache=True)
+            if done:
+                req.generated += 1  # the extend's logits give the first output token
+                self.counters.generation_tokens += 1
+                self._emit(req, end)
+                emitted.append(req)
+                if req.finished:
+                    self._finish(req, end)
+                    finished.append(req)
+                else:
+                    self.running.append(req)
+        self.counters.prefill_steps += 1
+        line = (
+            f"Prefill batch, #new-seq: {len(batch)}, #new-token: {new_tokens}, #cached-token: 0, "
+            f"{self._usage_text()}, #running-req: {len(self.running)}, #queue-req: {len(self.waiting)}"
+        )
+        return StepReport(
+            "prefill", now, duration, len(batch), new_tokens, tuple(finished), (), tuple(emitted), line
+        )
+
+    # -- decode ------------------------------------------------------------------------------
+    def _decode_need(self, reqs: list[SimRequest], tokens: int) -> int:
+        page = self.config.page_size
+        return sum(ceil_page(r.kv_len + tokens, page) - ceil_page(r.kv_len, page) for r in reqs)
+
+    def _decode_fits(self, reqs: list[SimRequest], tokens: int) -> bool:
+        need = self._decode_need(reqs, tokens)
+        if need > self.full.free_or_evictable:
+            return False
+        return self.swa is None or need <= self.swa.free_or_evictable
+
+    def _retract_if_needed(self, tokens: int) -> list[SimRequest]:
+        if self._decode_fits(self.running, tokens):
+            return []
+        # _get_decode_retraction_order: keep most outputs / shortest prompts; pop from the end.
+        order = sorted(self.running, key=lambda r: (r.generated, -r.prompt_len), reverse=True)
+        retracted: list[SimRequest] = []
+        while order and (not retracted or not self._decode_fits(order, tokens)):
+            if len(order) == 1 and retracted:
+                break  # SGLang never retracts the last request; it aborts it if it still cannot fit
+            req = order.pop()
+            self._retract(req)  # frees its KV at once, so the next check sees the room
+            retracted.append(req)
+        keep = set(map(id, order))
+        self.running = [r for r in self.running if id(r) in keep]
+        self.counters.retracted_requests += len(retracted)
+        self.counters.last_retracted = len(retracted)
+        return retracted
+
+    def _retract(self, req: SimRequest) -> None:
+        self.counters.retracted_input_tokens += req.prompt_len
+        self.counters.retracted_output_tokens += req.generated
+        self._free_all(req)
+        req.retractions += 1
+        req.fill_len = req.prompt_len + req.generated  # re-prefill prompt + the output kept
+        req.prefilled = 0
+        req.kv_len = 0
+        req.swa_lo = 0
+        self.waiting.append(req)  # _add_request_to_queue(is_retracted=True): back of the queue
+
+    def _run_decode(self, now: float) -> StepReport:
+        cfg = self.config
+        per_step = self.timing.tokens_per_decode_step()
+        whole = math.ceil(per_step)  # the most any request can get this step
+        retracted = self._retract_if_needed(whole)
+        if not self.running:  # everything was retracted: nothing to decode, the next step prefills
+            return StepReport("retract", now, 0.0, 0, retracted=tuple(retracted))
+        if not self._decode_fits(self.running, whole):
+            # retract_decode: the last request cannot decode even alone; SGLang aborts it.
+            aborted = tuple(self.running)
+            for req in aborted:
+                req.error = "KV cache pool is full: aborted under decode memory pressure"
+                self._finish(req, now)
+            self.running = []
+            return StepReport("retract", now, 0.0, 0, finished=aborted, retracted=tuple(retracted))
+        window = self.window
+        batch = DecodeBatch(
+            batch_size=len(self.running),
+            full_kv_tokens=sum(r.kv_len for r in self.running),
+            swa_kv_tokens=sum(min(r.kv_len, window) if window else r.kv_len for r in self.running),
+        )
+        duration = self.timing.decode_step_s(batch)
+        end = now + duration
+        finished: list[SimRequest] = []
+        emitted = 0
+        for req in self.running:
+            req.spec_credit += per_step
+            tokens = min(int(req.spec_credit), req.remaining_new_tokens)
+            req.spec_credit -= int(req.spec_credit)
+            if tokens <= 0:
+                continue
+            self._grow(req, tokens)
+            req.generated += tokens
+            emitted += tokens
+            self._emit(req, end)
+            if self.swa is not None and req.kv_len - 1 - window >= req.swa_lo + SWA_EVICTION_INTERVAL:
+                # _swa_eviction_trigger: once >= 128 tokens slid out of the window, free them,
+                # keeping the window rounded up to whole pages (free_swa_out_of_window_slots).
+                self._release_window(req, keep_from=req.kv_len - 1 - self._window_pages, to_cache=False)
+            if req.finished:
+                finished.append(req)
+        for req in finished:
+            self._finish(req, end)
+        done = set(map(id, finished))
+        emitted_reqs = tuple(self.running)
+        self.running = [r for r in self.running if id(r) not in done]
+        self.counters.generation_tokens += emitted
+        self.counters.decode_steps += 1
+        line = self._decode_log(end, emitted)
+        return StepReport(
+            "decode", now, duration, batch.batch_size, emitted, tuple(finished), tuple(retracted), emitted_reqs, line
+        )
+
+    def _decode_log(self, end: float, emitted: int) -> str | None:
+        """Every decode_log_interval steps SGLang logs a line and refreshes its gauges."""
+        if self._log_start_s is None:
+            self._log_start_s = end
+        self._log_tokens += emitted
+        if self.counters.decode_steps % self.config.decode_log_interval:
+            return None
+        elapsed = end - self._log_start_s
+        self.gen_throughput = self._log_tokens / elapsed if elapsed > 0 else 0.0
+        self._log_tokens, self._log_start_s = 0, end
+        full_used = self.full.used
+        line = f"Decode batch, #running-req: {len(self.running)}, #full token: {full_used}, full token usage: {self.full.usage:.2f}, "
+        if self.swa is not None:
+            line += f"#swa token: {self.swa.used}, swa token usage: {self.swa.usage:.2f}, "
+        line += f"cuda graph: True, gen throughput (token/s): {self.gen_throughput:.2f}, #queue-req: {len(self.waiting)}"
+        self.last_decode_log = line
+        return line
+
+    # -- KV bookkeeping ----------------------------------------------------------------------
+    def _grow(self, req: SimRequest, tokens: int) -> None:
+        page = self.config.page_size
+        pages = ceil_page(req.kv_len + tokens, page) - ceil_page(req.kv_len, page)
+        if pages:
+            self.full.alloc(pages)
+            if self.swa is not None:
+                self.swa.alloc(pages)
+        req.kv_len += tokens
+        req.full_held += pages
+
+    def _release_window(self, req: SimRequest, keep_from: int, to_cache: bool) -> None:
+        new_lo = floor_page(max(keep_from, 0), self.config.page_size)
+        if self.swa is None or new_lo <= req.swa_lo:
+            return
+        released = new_lo - req.swa_lo
+        (self.swa.cache if to_cache else self.swa.free)(released)
+        req.swa_lo = new_lo
+
+    def _free_all(self, req: SimRequest) -> None:
+        self.full.free(req.full_held)
+        if self.swa is not None:
+            self.swa.free(req.swa_held(self.config.page_size))
+        req.full_held = 0
+
+    def _finish(self, req: SimRequest, end: float) -> None:
+        req.finish_s = end
+        self.full.cache(req.full_held)  # finished requests stay in the radix cache
+        if self.swa is not None:
+            self.swa.cache(req.swa_held(self.config.page_size))
+        req.full_held = 0
+        req.swa_lo = ceil_page(req.kv_len, self.config.page_size)
+        if self.on_finish is not None:
+            self.on_finish(req)
+
+    @staticmethod
+    def _emit(req: SimRequest, when: float) -> None:
+        if req.first_token_s is None:
+            req.first_token_s = when
+        req.token_times.append(when)
+        req.token_counts.append(req.generated)
+
+    def _usage_text(self) -> str:
+        text = f"full token usage: {self.full.usage:.2f}"
+        if self.swa is not None:
+            text += f", swa token usage: {self.swa.usage:.2f}"
+        return text

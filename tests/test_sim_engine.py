@@ -1,0 +1,215 @@
+"""The simulated scheduler: SGLang's pool accounting, admission, eviction and retraction rules
+(sglang.md §3-§4), and the user's phenomena on the B200 (seed.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotune.hardware import load_gpu
+from autotune.models import load_model
+from autotune.pools import SWAPoolRefused, pinned_budget
+from autotune.sim.config import SimServerConfig, start_up
+from autotune.sim.engine import SimEngine
+from autotune.sim.request import SimRequest
+from autotune.sim.run import simulate
+from autotune.workloads import MaxConcurrency, get_preset, random_ids_workload
+
+M26 = load_model("26B-A4B")
+M31 = load_model("31B")
+H100 = load_gpu("H100")
+B200 = load_gpu("B200")
+SEED_BUDGET = pinned_budget(98.0513).bytes  # the 31B B200 layouts (seed.md)
+
+
+def engine(ratio: float, *, budget_gb: float = 5.0, model=M26, **overrides) -> SimEngine:
+    config = SimServerConfig(
+        model=model, gpu=H100, swa_full_tokens_ratio=ratio, kv_budget_bytes=pinned_budget(budget_gb).bytes, **overrides
+    )
+    return SimEngine(config)
+
+
+def run_until_idle(e: SimEngine, limit: int = 100_000) -> list:
+    reports, now = [], 0.0
+    for _ in range(limit):
+        report = e.step(now)
+        if report.kind == "idle":
+            return reports
+        reports.append(report)
+        now = report.end_s
+    raise AssertionError("engine did not go idle")
+
+
+def request(i: int, prompt: int, out: int) -> SimRequest:
+    return SimRequest(rid=str(i), prompt_len=prompt, max_new_tokens=out, arrival_s=0.0)
+
+
+def test_start_up_reproduces_the_seed_layout_and_refusal() -> None:
+    config = SimServerConfig(model=M31, gpu=B200, swa_full_tokens_ratio=0.15, page_size=64, kv_budget_bytes=SEED_BUDGET)
+    up = start_up(config)
+    assert (up.full_tokens, up.swa_tokens) == (478720, 71808)
+    assert "Use sliding window memory pool. full_layer_tokens=478720, swa_layer_tokens=71808" in up.log_lines
+    with pytest.raises(SWAPoolRefused, match="cannot hold even one request"):
+        start_up(SimServerConfig(model=M26, gpu=H100, swa_full_tokens_ratio=0.001, mem_fraction_static=0.85))
+
+
+def test_without_hybrid_pool_one_pool_holds_every_layer() -> None:
+    e = engine(0.5, disable_hybrid_swa_memory=True)
+    assert e.startup.swa_tokens is None and e.scheduler.swa is None
+    cell = M26.full_bytes_per_token() + M26.swa_layer_bytes() * len(M26.full_layer_ids + M26.swa_layer_ids) - M26.swa_layer_bytes() * len(M26.full_layer_ids)
+    assert e.startup.full_tokens == pinned_budget(5.0).bytes // cell
+
+
+def test_every_prefill_token_lands_in_both_pools() -> None:
+    e = engine(0.5)
+    e.add(request(0, 700, 4))
+    report = e.step(0.0)
+    assert report.kind == "prefill" and report.new_tokens == 700
+    assert e.scheduler.full.used == 700
+    assert e.scheduler.swa.used == 700  # within the window: nothing out of it yet
+
+
+def test_out_of_window_prefill_tokens_go_to_the_cache() -> None:
+    e = engine(0.5, chunked_prefill_size=8192)
+    e.add(request(0, 5000, 4))
+    e.step(0.0)
+    swa = e.scheduler.swa
+    assert e.scheduler.full.used == 5000
+    assert swa.used == 1023  # window as SGLang runs it (sliding_window - 1)
+    assert swa.evictable == 5000 - 1023  # cached (evictable), not used: usage gauges skip them
+
+
+def test_decode_frees_out_of_window_tokens_every_128_steps() -> None:
+    e = engine(0.5)
+    e.add(request(0, 1000, 600))
+    held = []
+    now = 0.0
+    for _ in range(400):
+        report = e.step(now)
+        if report.kind == "idle":
+            break
+        now = report.end_s
+        if e.scheduler.running:
+            held.append(e.scheduler.swa.used)
+    # Between evictions a request holds up to window + 128 tokens (page 1); never more.
+    assert max(held) <= 1023 + 128 + 1
+    assert max(held) > 1023 + 100  # it does grow past the window between evictions
+    assert min(held[200:]) >= 1023
+
+
+def test_pools_drain_and_tokens_are_conserved() -> None:
+    e = engine(0.4, budget_gb=20.0)
+    for i in range(30):
+        e.add(request(i, 300 + 37 * i, 50 + i))
+    run_until_idle(e)
+    c = e.scheduler.counters
+    assert e.scheduler.full.used == 0 and e.scheduler.swa.used == 0
+    assert c.generation_tokens == sum(50 + i for i in range(30))
+    assert c.retracted_requests == 0
+    assert c.prompt_tokens == sum(300 + 37 * i for i in range(30))
+
+
+def test_swa_admission_makes_requests_wait() -> None:
+    # A tiny SWA pool: admission reserves ~window + page per request and stops there.
+    e = engine(0.05, budget_gb=2.0)
+    swa_capacity = e.startup.swa_tokens
+    for i in range(40):
+        e.add(request(i, 900, 200))
+    e.step(0.0)
+    admitted = len(e.scheduler.running)
+    per_request = 900 + 1  # estimate_swa_kv_tokens: min(900 + 200, 1023) + page
+    assert 0 < admitted <= swa_capacity // min(900 + 200, 1023)
+    assert admitted >= (swa_capacity // (per_request + 200)) - 1
+    assert len(e.scheduler.waiting) == 40 - admitted
+    assert e.scheduler.full.usage < 0.2  # the full pool is nearly empty: SWA is what binds
+
+
+def test_full_side_reserves_running_outputs() -> None:
+    # Full pool of ~24k tokens: one running request with 16k output left blocks a 10k prompt.
+    e = engine(1.0, budget_gb=24_000 * (M26.full_bytes_per_token() + M26.swa_bytes_per_token()) / 1e9)
+    e.add(request(0, 100, 4096 * 4))
+    e.step(0.0)
+    # 20000 + 10 + page fits the 23.9k free tokens, but not once the running request's
+    # remaining output (clipped at 4096) is reserved: it must wait.
+    e.add(request(1, 20_000, 10))
+    report = e.step(1.0)
+    assert report.kind == "decode"
+    assert len(e.scheduler.waiting) == 1
+
+
+def test_max_running_requests_caps_the_batch() -> None:
+    e = engine(0.6, max_running_requests=8)
+    for i in range(20):
+        e.add(request(i, 100, 30))
+    e.step(0.0)
+    assert len(e.scheduler.running) == 8
+
+
+def test_chunked_prefill_splits_long_prompts() -> None:
+    e = engine(0.6, budget_gb=8.0, chunked_prefill_size=4096)
+    e.add(request(0, 10_000, 2))
+    reports = run_until_idle(e)
+    prefills = [r for r in reports if r.kind == "prefill"]
+    assert [r.new_tokens for r in prefills] == [4096, 4096, 1808]
+
+
+def test_decode_out_of_memory_retracts_and_requeues() -> None:
+    # Admission reserves min(prompt + output, window) + page of SWA per request (1024 here), but
+    # decoding grows each to window + up to 128: an SWA pool of 5500 tokens admits 5 requests
+    # that then need up to 5 x 1152. Decode runs out and SGLang retracts.
+    e = engine(0.5, budget_gb=11_000 * (M26.full_bytes_per_token() + 0.5 * M26.swa_bytes_per_token()) / 1e9)
+    assert e.startup.swa_tokens == 5500
+    for i in range(60):
+        e.add(request(i, 1000, 300))
+    reports = run_until_idle(e)
+    retracted = [r for report in reports for r in report.retracted]
+    assert retracted, "expected decode-time retractions"
+    c = e.scheduler.counters
+    assert c.retracted_requests == len(retracted)
+    assert c.generation_tokens == 60 * 300  # every request still finishes
+    assert all(r.finish_s is not None for r in retracted)
+    # Retracted requests re-prefill prompt + kept output: more prompt tokens than were sent.
+    assert c.prompt_tokens > 60 * 1000
+
+
+# -- the user's phenomena: gemma-4-31B-it on the B200 profile, page 64 (seed.md) ---------------
+
+
+def seed_config(ratio: float) -> SimServerConfig:
+    return SimServerConfig(
+        model=M31, gpu=B200, swa_full_tokens_ratio=ratio, page_size=64, kv_budget_bytes=SEED_BUDGET,
+        speculative_accept_length=3.13,
+    )
+
+
+@pytest.fixture(scope="module")
+def chat_runs():
+    chat = get_preset("chat", num_prompts=160)  # 1k/1k at 80 concurrent
+    return {r: simulate(chat, seed_config(r)) for r in (0.15, 0.5)}
+
+
+def test_seed_chat_at_015_is_swa_bound(chat_runs) -> None:
+    low, mid = chat_runs[0.15], chat_runs[0.5]
+    assert low.series.peak_swa_usage >= 0.99
+    assert low.series.peak_full_usage < 0.4
+    assert low.series.peak_queue > 0 and low.series.swa_bound_share > 0.3
+    assert low.summary.output_throughput < 0.8 * mid.summary.output_throughput
+    assert all(o.success for o in low.outcomes)
+
+
+@pytest.fixture(scope="module")
+def summarization_runs():
+    work = random_ids_workload("summarization", 40, 8192, 1024, range_ratio=1.0, seed=1, arrival=MaxConcurrency(32))
+    return {r: simulate(work, seed_config(r)) for r in (0.8, 0.3)}
+
+
+def test_seed_summarization_at_08_is_full_bound(summarization_runs) -> None:
+    high, low = summarization_runs[0.8], summarization_runs[0.3]
+    assert high.series.peak_full_usage >= 0.95
+    assert high.series.full_bound_share > 0.2 and high.series.peak_queue > 0
+    assert high.series.peak_swa_usage < 0.5
+    # A lower ratio grows the full pool: the median TTFT falls substantially.
+    assert low.summary.ttft.median < 0.6 * high.summary.ttft.median
+
+
+def test_simulated_results_are_labelled(chat_runs) -> None:
+    assert chat_runs[0.15].simulated is True
