@@ -14,4 +14,5 @@ run: install
 	autotune run --model 26B-A4B
 
 test: install-test
+	PYTHON=$(PYTHON) bash scripts/install-sglang-parser.sh
 	$(PYTHON) -m pytest

@@ -46,7 +46,11 @@ class SimServerConfig:
 
     @property
     def chunk_size(self) -> int:
-        return self.chunked_prefill_size or default_chunked_prefill_size(self.gpu.memory_mib)
+        if self.chunked_prefill_size is None:
+            return default_chunked_prefill_size(self.gpu.memory_mib)
+        if self.chunked_prefill_size <= 0:  # SGLang's -1: no chunking, a prompt prefills whole
+            return self.model.context_len or 1 << 20
+        return self.chunked_prefill_size
 
     @property
     def hybrid(self) -> bool:

@@ -52,7 +52,8 @@ class SimEngine:
         self.config = config
         self.startup: StartUp = start_up(config)
         self.timing = TimingModel(
-            config.model, config.gpu, config.tp_size, spec_accept_length=config.speculative_accept_length
+            config.model, config.gpu, config.tp_size,
+            spec_accept_length=config.speculative_accept_length, kv_dtype=config.kv_cache_dtype,
         )
         self.scheduler = Scheduler(
             SchedulerConfig(

@@ -72,9 +72,11 @@ class StepReport:
 
 @dataclass
 class Counters:
+    # prompt/generation tokens and requests count once per finished request, as SGLang exports them
     prompt_tokens: int = 0
     generation_tokens: int = 0
     requests: int = 0
+    prefill_tokens_computed: int = 0  # every extend token, re-prefills after retraction included
     retracted_requests: int = 0
     retracted_input_tokens: int = 0
     retracted_output_tokens: int = 0
@@ -145,7 +147,6 @@ class Scheduler:
     # -- queue -------------------------------------------------------------------------------
     def add(self, request: SimRequest) -> None:
         self.waiting.append(request)
-        self.counters.requests += 1
 
     @property
     def idle(self) -> bool:
@@ -265,13 +266,13 @@ class Scheduler:
             self._grow(req, extend)
             req.prefilled += extend
             new_tokens += extend
-            self.counters.prompt_tokens += extend
+            self.counters.prefill_tokens_computed += extend
             if self.swa is not None:
                 # Out-of-window prefill tokens go to the radix cache: evictable, not used.
                 self._release_window(req, keep_from=req.kv_len - self.window, to_cache=True)
             if done:
                 req.generated += 1  # the extend's logits give the first output token
-                self.counters.generation_tokens += 1
+                self._log_tokens += 1
                 self._emit(req, end)
                 emitted.append(req)
                 if req.finished:
@@ -374,7 +375,6 @@ class Scheduler:
         done = set(map(id, finished))
         emitted_reqs = tuple(self.running)
         self.running = [r for r in self.running if id(r) not in done]
-        self.counters.generation_tokens += emitted
         self.counters.decode_steps += 1
         line = self._decode_log(end, emitted)
         return StepReport(
@@ -426,6 +426,9 @@ class Scheduler:
 
     def _finish(self, req: SimRequest, end: float) -> None:
         req.finish_s = end
+        self.counters.requests += 1
+        self.counters.prompt_tokens += req.prompt_len
+        self.counters.generation_tokens += req.generated
         self.full.cache(req.full_held)  # finished requests stay in the radix cache
         if self.swa is not None:
             self.swa.cache(req.swa_held(self.config.page_size))

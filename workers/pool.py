@@ -1,0 +1,155 @@
+"""Trials spread over a Ray cluster: one `TrialWorker` actor per GPU set, one trial at a time each.
+
+An actor holds `num_gpus = tensor-parallel size`; Ray then places it on one node and sets its
+`CUDA_VISIBLE_DEVICES`, which the server it boots inherits. On CPU-only clusters the workers can
+hold a custom resource (or a fraction of a CPU) instead. A worker that dies mid-trial (actor
+killed, node lost) turns into a WORKER_LOST result for that trial and is replaced; its server
+dies with it (workers/reaper.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
+from workers.failures import FailureKind
+from workers.trial import TrialResult, TrialSpec, run_trial
+
+
+@ray.remote(max_concurrency=2)  # one thread runs the trial, the other answers progress()
+class TrialWorker:
+    def __init__(self) -> None:
+        self._progress: dict[str, Any] = {"phase": "idle"}
+        self._lock = threading.Lock()
+
+    def info(self) -> dict[str, Any]:
+        context = ray.get_runtime_context()
+        return {
+            "node_id": context.get_node_id(),
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
+
+    def progress(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._progress)
+
+    def run(self, spec: TrialSpec) -> TrialResult:
+        def report(phase: str, done: int, total: int) -> None:
+            with self._lock:
+                self._progress = {"trial_id": spec.trial_id, "phase": phase, "done": done, "total": total}
+
+        info = self.info()
+        env = dict(spec.server.env)
+        if info["cuda_visible_devices"] is not None:
+            env["CUDA_VISIBLE_DEVICES"] = info["cuda_visible_devices"]
+        spec = replace(spec, server=replace(spec.server, env=env))
+        result = run_trial(spec, report)
+        report("idle", 0, 0)
+        return replace(result, worker=info)
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    """What each worker holds. `gpus` is the tensor-parallel size; on CPU-only clusters use
+    `custom` (e.g. {"sim_slot": 1}) or a fractional `cpus` instead."""
+
+    gpus: float = 1.0
+    cpus: float = 0.0
+    custom: dict[str, float] | None = None
+
+    def actor_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"num_gpus": self.gpus, "num_cpus": self.cpus}
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        return options
+
+    def fits(self, cluster: dict[str, float]) -> int:
+        """How many workers of this shape the cluster's total resources hold."""
+        counts = []
+        if self.gpus:
+            counts.append(int(cluster.get("GPU", 0) // self.gpus))
+        if self.cpus:
+            counts.append(int(cluster.get("CPU", 0) // self.cpus))
+        for name, amount in (self.custom or {}).items():
+            counts.append(int(cluster.get(name, 0) // amount))
+        return min(counts) if counts else 0
+
+
+class ClusterTooSmall(ValueError):
+    pass
+
+
+def connect(address: str | None = None, **init_kwargs: Any) -> None:
+    """Join a Ray cluster (`address`), or start a local one; idempotent."""
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **init_kwargs)
+
+
+class WorkerPool:
+    def __init__(self, resources: WorkerResources, num_workers: int | None = None) -> None:
+        if not ray.is_initialized():
+            connect()
+        self.resources = resources
+        capacity = resources.fits(ray.cluster_resources())
+        if capacity == 0:
+            raise ClusterTooSmall(
+                f"the Ray cluster has no room for one worker of {resources.actor_options()} "
+                f"(cluster: {ray.cluster_resources()})"
+            )
+        if num_workers is not None and num_workers > capacity:
+            raise ClusterTooSmall(
+                f"--parallel {num_workers} needs {num_workers} workers of {resources.actor_options()}, "
+                f"but the cluster holds {capacity}; use --parallel {capacity} or add GPUs"
+            )
+        self.size = num_workers or capacity
+        self.workers = [self._new_worker() for _ in range(self.size)]
+
+    def _new_worker(self) -> Any:
+        return TrialWorker.options(**self.resources.actor_options()).remote()
+
+    def run(self, specs: list[TrialSpec]) -> Iterator[TrialResult]:
+        """Run trials on the workers as they free up; yield results in completion order."""
+        pending = list(reversed(specs))
+        busy: dict[Any, tuple[int, TrialSpec]] = {}
+        free = list(range(self.size))
+        while pending or busy:
+            while pending and free:
+                slot = free.pop()
+                spec = pending.pop()
+                busy[self.workers[slot].run.remote(spec)] = (slot, spec)
+            ready, _ = ray.wait(list(busy), num_returns=1)
+            ref = ready[0]
+            slot, spec = busy.pop(ref)
+            free.append(slot)
+            yield self._result(ref, slot, spec)
+
+    def _result(self, ref: Any, slot: int, spec: TrialSpec) -> TrialResult:
+        try:
+            return ray.get(ref)
+        except (RayActorError, ActorDiedError, ActorUnavailableError) as exc:
+            self.workers[slot] = self._new_worker()  # replace the dead worker
+            kind, what, error = FailureKind.WORKER_LOST, "the worker running this trial died", exc
+        except RayTaskError as exc:
+            kind, what, error = FailureKind.INTERNAL_ERROR, "the trial raised inside the worker", exc
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        return TrialResult(
+            trial_id=spec.trial_id, ok=False, backend=spec.server.backend, simulated=spec.server.simulated,
+            command=(), failure=kind, message=f"{what}: {type(error).__name__}: {first_line}",
+        )
+
+    def progress(self) -> list[dict[str, Any]]:
+        return ray.get([w.progress.remote() for w in self.workers])
+
+    def shutdown(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker)
+        self.workers = []

@@ -1,0 +1,167 @@
+"""One trial: boot a server, replay a workload while scraping its metrics, stop it, report.
+
+`run_trial` never raises for what a server or a workload can do wrong: every outcome becomes a
+`TrialResult`, with a failure class and the log tail when it went wrong. The server is stopped
+(whole process group, port checked) on every path, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from autotune.server_metrics import MetricSample, SeriesSummary, summarize_series
+from autotune.serving_metrics import SLO, RequestOutcome, ServingSummary, summarize
+from autotune.workloads import Workload
+from workers.failures import FailureKind, TrialFailure
+from workers.process import ServerProcess
+from workers.replay import ReplayConfig, replay
+from workers.scrape import Scraper
+from workers.spec import ServerSpec
+
+Progress = Callable[[str, int, int], None]  # (phase, requests done, requests total)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    trial_id: str
+    server: ServerSpec
+    workload: Workload
+    slo: SLO | None = None
+    boot_timeout_s: float = 900.0
+    hang_timeout_s: float = 120.0
+    scrape_interval_s: float = 1.0
+    log_dir: str = "autotune-logs"
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    trial_id: str
+    ok: bool
+    backend: str
+    simulated: bool
+    command: tuple[str, ...]
+    failure: FailureKind | None = None
+    message: str = ""
+    log_tail: str = ""
+    log_path: str = ""
+    port: int | None = None
+    boot_s: float | None = None
+    replay_s: float | None = None
+    full_tokens: int | None = None
+    swa_tokens: int | None = None
+    summary: ServingSummary | None = None
+    series: SeriesSummary | None = None
+    samples: tuple[MetricSample, ...] = ()
+    server_counters: dict[str, float] = field(default_factory=dict)
+    client_counts: dict[str, int] = field(default_factory=dict)
+    worker: dict[str, Any] = field(default_factory=dict)  # node id, GPU ids, pid (filled by the worker)
+    started_at: float | None = None  # wall clock (epoch seconds)
+    finished_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["failure"] = self.failure.value if self.failure else None
+        data["summary"] = self.summary.to_dict() if self.summary else None
+        data["series"] = self.series.to_dict() if self.series else None
+        data["samples"] = [s.to_dict() for s in self.samples]
+        data["command"] = list(self.command)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrialResult":
+        values = dict(data)
+        values["failure"] = FailureKind(data["failure"]) if data.get("failure") else None
+        values["summary"] = ServingSummary.from_dict(data["summary"]) if data.get("summary") else None
+        values["series"] = SeriesSummary(**data["series"]) if data.get("series") else None
+        values["samples"] = tuple(MetricSample.from_dict(s) for s in data.get("samples", ()))
+        values["command"] = tuple(data.get("command", ()))
+        return cls(**values)
+
+
+def _client_counts(outcomes: tuple[RequestOutcome, ...]) -> dict[str, int]:
+    """What the client sent and received in the measured run (compare: the counters' growth)."""
+    return {
+        "requests": len(outcomes),
+        "prompt_tokens": sum(o.prompt_len for o in outcomes),
+        "generation_tokens": sum(o.output_len for o in outcomes),
+        "failed": sum(not o.success for o in outcomes),
+    }
+
+
+async def _measure(
+    spec: TrialSpec, server: ServerProcess, progress: Progress | None
+) -> tuple[tuple[RequestOutcome, ...], float, Scraper]:
+    scraper = Scraper(server.base_url, spec.scrape_interval_s)
+    total = len(spec.workload.requests)
+    done = 0
+
+    def on_done(_: RequestOutcome) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress("replay", done, total)
+
+    try:
+        result = await replay(
+            spec.workload,
+            ReplayConfig(base_url=server.base_url, hang_timeout_s=spec.hang_timeout_s),
+            server_alive=lambda: server.alive,
+            on_start=scraper.start,
+            on_done=on_done,
+        )
+    finally:
+        await scraper.stop(final_scrape=server.alive)
+    return result.outcomes, result.duration_s, scraper
+
+
+def run_trial(spec: TrialSpec, progress: Progress | None = None) -> TrialResult:
+    log_path = Path(spec.log_dir) / f"{spec.trial_id}.log"
+    server = ServerProcess(spec.server, log_path, boot_timeout_s=spec.boot_timeout_s)
+    started_at = time.time()
+    base = dict(
+        started_at=started_at,
+        trial_id=spec.trial_id, backend=spec.server.backend, simulated=spec.server.simulated,
+        command=tuple(server.argv), log_path=str(log_path), port=server.port,
+    )
+    boot = None
+    try:
+        server.start()
+        if progress is not None:
+            progress("boot", 0, len(spec.workload.requests))
+        boot = server.wait_ready()
+        outcomes, duration, scraper = asyncio.run(_measure(spec, server, progress))
+        died = not server.alive  # requests can fail faster than the watchdog looks: ask the process
+    except TrialFailure as failure:
+        return TrialResult(
+            finished_at=time.time(), ok=False, failure=failure.kind, message=failure.message,
+            log_tail=failure.log_tail or server.log_tail(),
+            boot_s=boot.boot_s if boot else None,
+            full_tokens=boot.full_tokens if boot else None, swa_tokens=boot.swa_tokens if boot else None,
+            **base,
+        )
+    finally:
+        server_exit = server.returncode
+        server.stop()
+    summary = summarize(outcomes, duration, spec.slo)
+    counts = _client_counts(outcomes)
+    failure, message = None, ""
+    if died:
+        failure = FailureKind.CRASHED
+        message = f"the server process died during the replay (exit code {server_exit}); {counts['failed']} requests failed"
+    elif counts["failed"]:
+        failure = FailureKind.CLIENT_ERROR
+        first = next(o.error for o in outcomes if not o.success)
+        message = f"{counts['failed']} of {len(outcomes)} requests failed; first: {first}"
+    return TrialResult(
+        finished_at=time.time(), ok=failure is None, failure=failure, message=message,
+        log_tail=server.log_tail() if failure else "",
+        boot_s=boot.boot_s, replay_s=duration,
+        full_tokens=boot.full_tokens, swa_tokens=boot.swa_tokens,
+        summary=summary, series=summarize_series(scraper.samples), samples=tuple(scraper.samples),
+        server_counters=scraper.counter_deltas(),
+        client_counts=counts, **base,
+    )
