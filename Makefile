@@ -15,4 +15,5 @@ run: install
 
 test: install-test
 	PYTHON=$(PYTHON) bash scripts/install-sglang-parser.sh
+	bash scripts/install-postgres.sh
 	$(PYTHON) -m pytest

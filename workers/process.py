@@ -58,7 +58,7 @@ class ServerProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "wb") as log:  # a fresh log: an old ready line must not count
             log.write(f"$ {' '.join(self.argv)}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Awaitable, Callable
 
 import aiohttp
@@ -55,7 +55,8 @@ async def _one_request(
     spec: RequestSpec,
     t0: float,
     progress: _Progress,
-) -> RequestOutcome:
+) -> tuple[bool, RequestOutcome]:
+    """One streamed request; the flag says it was timed on a simulator's clock."""
     payload = {
         "input_ids": workload.prompt_ids(spec, config.vocab_size),
         "sampling_params": {"max_new_tokens": spec.output_len, "ignore_eos": True, "temperature": 0.0},
@@ -63,6 +64,8 @@ async def _one_request(
     }
     start = time.monotonic()
     chunks: list[tuple[float, int]] = []
+    sim_chunks: list[tuple[float, int]] = []  # the same, on a simulator's clock (see _sim_times)
+    sim_arrival: float | None = None
     tokens, error, finish = 0, None, None
     progress.outstanding += 1
     try:
@@ -88,6 +91,9 @@ async def _one_request(
                         count = int(meta.get("completion_tokens", tokens))
                         if count > tokens:
                             chunks.append((now, count))
+                            if "sim_clock_s" in meta:
+                                sim_arrival = meta["sim_arrival_s"]
+                                sim_chunks.append((meta["sim_clock_s"], count))
                             tokens = count
                         finish = meta.get("finish_reason") or finish
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
@@ -101,8 +107,13 @@ async def _one_request(
         error = f"aborted by the server: {finish.get('message', '')}"
     if error is None and tokens != spec.output_len:
         error = f"got {tokens} tokens, expected {spec.output_len}"
+    on_sim_clock = bool(sim_chunks) and len(sim_chunks) == len(chunks) and error is None
+    if on_sim_clock:
+        # A simulated server stamps its own clock; on it, this client's CPU time is not GPU time.
+        # start_s stays absolute (simulated seconds) until _Phase.run rebases the phase on it.
+        start, end, chunks, t0 = sim_arrival, sim_chunks[-1][0], sim_chunks, 0.0
     ttft, itls = stream_timings(start, chunks)
-    return RequestOutcome(
+    return on_sim_clock, RequestOutcome(
         index=spec.index,
         prompt_len=spec.prompt_len,
         output_len=tokens,
@@ -146,25 +157,26 @@ class _Phase:
 
     async def _send_all(
         self, specs: tuple[RequestSpec, ...], offsets: tuple[float, ...], limit: int | None, t0: float, progress: _Progress
-    ) -> list[RequestOutcome]:
+    ) -> list[tuple[bool, RequestOutcome]]:
         slots = asyncio.Semaphore(limit) if limit else contextlib.nullcontext()
 
-        async def gated(spec: RequestSpec, offset: float) -> RequestOutcome:
+        async def gated(spec: RequestSpec, offset: float) -> tuple[bool, RequestOutcome]:
             delay = t0 + offset - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             async with slots:
-                outcome = await _one_request(self.session, self.config, self.workload, spec, t0, progress)
+                timed = await _one_request(self.session, self.config, self.workload, spec, t0, progress)
             if self.on_done is not None:
-                self.on_done(outcome)
-            return outcome
+                self.on_done(timed[1])
+            return timed
 
         return list(await asyncio.gather(*(gated(s, o) for s, o in zip(specs, offsets))))
 
     async def run(
         self, specs: tuple[RequestSpec, ...], offsets: tuple[float, ...], limit: int | None
-    ) -> tuple[list[RequestOutcome], float]:
-        """Send `specs`; returns outcomes and the phase's start (monotonic). Raises on crash/hang."""
+    ) -> tuple[list[RequestOutcome], float, float]:
+        """Send `specs`; returns outcomes, the phase's start (monotonic) and its duration.
+        Raises TrialFailure on a crash or a hang."""
         progress = _Progress()
         t0 = time.monotonic()
         sender = asyncio.ensure_future(self._send_all(specs, offsets, limit, t0, progress))
@@ -173,7 +185,8 @@ class _Phase:
             done, _ = await asyncio.wait({sender, watchdog}, return_when=asyncio.FIRST_COMPLETED)
             if watchdog in done:
                 watchdog.result()  # raises the TrialFailure (crash or hang)
-            return sender.result(), t0
+            timed = sender.result()
+            return (*_on_one_clock(timed), t0) if timed else ([], 0.0, t0)
         finally:
             for task in (watchdog, sender):
                 task.cancel()
@@ -202,7 +215,19 @@ async def replay(
         if on_start is not None:
             await on_start(time.monotonic())
         specs = workload.requests
-        outcomes, t0 = await _Phase(session, config, workload, server_alive, on_done).run(
+        outcomes, duration, t0 = await _Phase(session, config, workload, server_alive, on_done).run(
             specs, send_offsets(workload.arrival, specs), concurrency_limit(workload.arrival)
         )
-        return ReplayResult(outcomes=tuple(outcomes), duration_s=time.monotonic() - t0, started_at=t0)
+        return ReplayResult(outcomes=tuple(outcomes), duration_s=duration, started_at=t0)
+
+
+def _on_one_clock(timed: list[tuple[bool, RequestOutcome]]) -> tuple[list[RequestOutcome], float]:
+    """Outcomes and the phase's duration on one clock: the simulator's when it stamped every
+    successful request (start times rebased on the first arrival), else the wall clock."""
+    outcomes = [outcome for _, outcome in timed]
+    if not all(sim for sim, outcome in timed if outcome.success) or not any(sim for sim, _ in timed):
+        ends = [o.start_s + (o.e2e_s or 0.0) for o in outcomes]
+        return outcomes, max(ends)
+    first = min(o.start_s for sim, o in timed if sim)
+    rebased = [replace(o, start_s=o.start_s - first) if sim else replace(o, start_s=0.0) for sim, o in timed]
+    return rebased, max(o.start_s + (o.e2e_s or 0.0) for o in rebased)

@@ -16,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from autotune.server_metrics import MetricSample
 
+SIM_CLOCK = "sglang:simulated_clock_seconds"  # only the simulator exports it
+
 # MetricSample field -> SGLang metric (sample name as exposed; counters carry _total).
 METRIC_NAMES: dict[str, str] = {
     "num_running_reqs": "sglang:num_running_reqs",
@@ -92,8 +94,15 @@ class Scraper:
         if not self.first:
             self.first = values
         self.last = values
-        self.samples.append(sample_from_metrics(values, time.monotonic() - self._t0))
+        self.samples.append(sample_from_metrics(values, self._elapsed(values)))
         return values
+
+    def _elapsed(self, values: dict[str, float]) -> float:
+        """Seconds since the start: on the simulator's own clock when it reports one (a sped-up
+        simulator's wall time is not its simulated GPU's), else on the wall clock."""
+        if SIM_CLOCK in values and SIM_CLOCK in self.first:
+            return values[SIM_CLOCK] - self.first[SIM_CLOCK]
+        return time.monotonic() - self._t0
 
     def _timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=max(self.interval_s * 5, 5.0))

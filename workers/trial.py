@@ -146,6 +146,7 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> TrialResult:
     finally:
         server_exit = server.returncode
         server.stop()
+    samples = tuple(scraper.samples)
     summary = summarize(outcomes, duration, spec.slo)
     counts = _client_counts(outcomes)
     failure, message = None, ""
@@ -161,7 +162,7 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> TrialResult:
         log_tail=server.log_tail() if failure else "",
         boot_s=boot.boot_s, replay_s=duration,
         full_tokens=boot.full_tokens, swa_tokens=boot.swa_tokens,
-        summary=summary, series=summarize_series(scraper.samples), samples=tuple(scraper.samples),
+        summary=summary, series=summarize_series(samples), samples=samples,
         server_counters=scraper.counter_deltas(),
         client_counts=counts, **base,
     )

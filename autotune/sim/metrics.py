@@ -22,7 +22,7 @@ series are off, as on a real server (SGLang runs prometheus_client in multiproce
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -80,8 +80,9 @@ class MetricLabels:
 class _SchedulerCollector(Collector):
     """Scheduler gauges and counters, read from the engine when /metrics is scraped (O(1))."""
 
-    def __init__(self, engine: SimEngine, labels: MetricLabels) -> None:
+    def __init__(self, engine: SimEngine, labels: MetricLabels, clock: Callable[[], float]) -> None:
         self.engine = engine
+        self.clock = clock
         self.labels = labels.scheduler()
         self.cache_labels = labels.radix_cache()
         startup = engine.startup
@@ -153,16 +154,19 @@ class _SchedulerCollector(Collector):
             self.cache_labels,
         )
         yield self._gauge("simulated", "1: this server is autotune's simulator, not SGLang on a GPU.", 1, {})
+        # Lets a client that timed the run on the wall clock convert to simulated-GPU seconds
+        # (--time-scale, and the clock held back while the simulator's own Python catches up).
+        yield self._gauge("simulated_clock_seconds", "Seconds on the simulated GPU's clock since start-up.", self.clock(), {})
 
 
 class ServerMetrics:
     """The families of one simulated server, in a registry of their own."""
 
-    def __init__(self, engine: SimEngine, labels: MetricLabels) -> None:
+    def __init__(self, engine: SimEngine, labels: MetricLabels, clock: Callable[[], float]) -> None:
         # Process-wide switch, hence here and not at import: only the server process builds this.
         prometheus_client.disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_SchedulerCollector(engine, labels))
+        self.registry.register(_SchedulerCollector(engine, labels, clock))
         tok = labels.tokenizer()
         names = list(tok)
         streaming = [*names, "is_streaming"]

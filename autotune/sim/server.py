@@ -259,8 +259,15 @@ def generate_body(p: Pending, final: bool, with_text: bool) -> str:
         f'{{{text}"output_ids":{FILLER.ids_json(n)},"meta_info":{{"id":"{p.rid}",'
         f'"finish_reason":{_finish_reason(p, final)},"prompt_tokens":{p.req.prompt_len},'
         f'"weight_version":"default","num_retractions":{p.req.retractions},"reasoning_tokens":0,'
-        f'"completion_tokens":{n},"cached_tokens":0{e2e}}}}}'
+        f'"completion_tokens":{n},"cached_tokens":0{e2e}{_sim_clock(p)}}}}}'
     )
+
+
+def _sim_clock(p: Pending) -> str:
+    """The simulated clock's stamps (SGLang sends none): when the request arrived and when the
+    step that produced these tokens ended. A client timing a sped-up simulator reads these
+    rather than its wall clock, on which its own CPU time would count x --time-scale."""
+    return f',"sim_arrival_s":{p.req.arrival_s:.6f},"sim_clock_s":{p.last_token_s:.6f}'
 
 
 def _usage(p: Pending) -> dict[str, Any]:
@@ -338,7 +345,7 @@ class SimServer:
         self.startup = engine.startup
         self.clock = VirtualClock(args.time_scale)
         self.metrics = (
-            ServerMetrics(engine, MetricLabels(args.served_model_name)) if args.enable_metrics else None
+            ServerMetrics(engine, MetricLabels(args.served_model_name), self.clock.now) if args.enable_metrics else None
         )
         self.tokenizer = not args.skip_tokenizer_init
         self.pending: dict[str, Pending] = {}

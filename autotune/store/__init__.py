@@ -1,0 +1,31 @@
+"""The project's own tables beside Optuna's: models, GPUs, workloads, optima, rules, exports.
+
+Optuna's RDB storage holds studies and trials; this package holds what they add up to, on the
+same database URL. Other modules use `Store` and the records, never the schema.
+"""
+
+from autotune.store.errors import StoreError
+from autotune.store.records import (
+    DEFAULT_RATIO,
+    ExportRecord,
+    GPURecord,
+    ModelRecord,
+    OptimumRecord,
+    RuleRecord,
+    WorkloadRecord,
+    workload_class,
+)
+from autotune.store.store import Store
+
+__all__ = [
+    "DEFAULT_RATIO",
+    "ExportRecord",
+    "GPURecord",
+    "ModelRecord",
+    "OptimumRecord",
+    "RuleRecord",
+    "Store",
+    "StoreError",
+    "WorkloadRecord",
+    "workload_class",
+]

@@ -1,0 +1,144 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# -- a throwaway PostgreSQL server -------------------------------------------------------------
+_PG_ROLE = "autotune"
+_PG_ADMIN = "admin"
+_PG_START_TIMEOUT_S = 30
+_PR_SET_PDEATHSIG = 1
+
+
+def _pg_bindir() -> Path | None:
+    """The directory holding initdb and postgres: PostgreSQL 15's first, then PATH's, then any version."""
+    candidates = [Path("/usr/lib/postgresql/15/bin")]
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    return next((d for d in candidates if (d / "initdb").is_file() and (d / "postgres").is_file()), None)
+
+
+def _as_unprivileged() -> dict[str, Any]:
+    """subprocess arguments that drop root: PostgreSQL refuses to run as root.
+
+    Uses the `postgres` account the distribution's package creates, else `nobody`; the server's
+    directory is chowned to it, so no account needs creating.
+    """
+    if os.geteuid() != 0:
+        return {}
+    try:
+        account = pwd.getpwnam("postgres")
+    except KeyError:
+        account = pwd.getpwnam("nobody")
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+
+def _die_with_parent_hook() -> Callable[[], None]:
+    """A preexec_fn: if pytest itself is killed, the postmaster gets SIGQUIT (immediate shutdown).
+
+    prctl is looked up here, in the parent, so the forked child only calls it (no dlopen after fork).
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL to a fresh PostgreSQL server, stopped (and its files removed) after the session.
+
+    The server listens on 127.0.0.1 (scram-sha-256 password auth) and on a Unix socket in its
+    temporary directory (trust, used only to create the role). The role `autotune` owns the
+    database `autotune` and may create more (one per test). Without PostgreSQL's server
+    binaries the tests that use this fixture skip, or fail when `CI` is set.
+    """
+    bindir = _pg_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries (initdb, postgres) not found: run scripts/install-postgres.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[test]'")
+
+    drop_root = _as_unprivileged()
+    base = Path(tempfile.mkdtemp(prefix="autotune-pg-"))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        if drop_root:
+            os.chown(base, drop_root["user"], drop_root["group"])
+        data, log_path = base / "data", base / "server.log"
+        initdb = subprocess.run(
+            [bindir / "initdb", "-D", data, "-U", _PG_ADMIN, "--auth-local=trust", "--auth-host=scram-sha-256",
+             "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"],
+            capture_output=True, text=True, cwd=base, **drop_root,
+        )
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed ({initdb.returncode}):\n{initdb.stdout}{initdb.stderr}")
+        port = _free_port()
+        with open(log_path, "wb") as log:
+            server = subprocess.Popen(
+                [bindir / "postgres", "-D", data, "-p", str(port), "-k", base, "-c", "listen_addresses=127.0.0.1",
+                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True,
+                preexec_fn=_die_with_parent_hook(), **drop_root,
+            )
+        admin = _wait_for_postgres(psycopg, server, base, port, log_path)
+        password = secrets.token_hex(16)
+        with admin:
+            admin.execute(f"CREATE ROLE {_PG_ROLE} LOGIN CREATEDB PASSWORD '{password}'")
+            admin.execute(f"CREATE DATABASE {_PG_ROLE} OWNER {_PG_ROLE}")
+        yield f"postgresql+psycopg://{_PG_ROLE}:{password}@127.0.0.1:{port}/{_PG_ROLE}"
+    finally:
+        if server is not None:
+            _stop(server)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _wait_for_postgres(psycopg: Any, server: subprocess.Popen[bytes], socket_dir: Path, port: int, log: Path) -> Any:
+    """An autocommit admin connection over the socket, once the server accepts one."""
+    deadline = time.monotonic() + _PG_START_TIMEOUT_S
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"PostgreSQL exited with {server.returncode} at start:\n{log.read_text()}")
+        try:
+            return psycopg.connect(
+                host=str(socket_dir), port=port, user=_PG_ADMIN, dbname="postgres", autocommit=True, connect_timeout=2
+            )
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"PostgreSQL did not accept connections in {_PG_START_TIMEOUT_S} s:\n{log.read_text()}"
+                ) from None
+            time.sleep(0.1)
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """Fast shutdown (SIGINT), then SIGKILL to the whole process group if it does not go."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
