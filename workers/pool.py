@@ -112,25 +112,43 @@ class WorkerPool:
             )
         self.size = num_workers or capacity
         self.workers = [self._new_worker() for _ in range(self.size)]
+        self._free = list(range(self.size))
+        self._busy: dict[Any, tuple[int, TrialSpec]] = {}
 
     def _new_worker(self) -> Any:
         return TrialWorker.options(**self.resources.actor_options()).remote()
 
+    @property
+    def idle(self) -> int:
+        return len(self._free)
+
+    def submit(self, spec: TrialSpec) -> None:
+        """Start `spec` on an idle worker (callers keep at most `size` trials in flight)."""
+        if not self._free:
+            raise RuntimeError("no idle worker: wait_one() for a result first")
+        slot = self._free.pop()
+        self._busy[self.workers[slot].run.remote(spec)] = (slot, spec)
+
+    def wait_one(self, timeout_s: float | None = None) -> TrialResult | None:
+        """The next trial to finish, or None if none finished within `timeout_s`."""
+        if not self._busy:
+            return None
+        ready, _ = ray.wait(list(self._busy), num_returns=1, timeout=timeout_s)
+        if not ready:
+            return None
+        slot, spec = self._busy.pop(ready[0])
+        self._free.append(slot)
+        return self._result(ready[0], slot, spec)
+
     def run(self, specs: list[TrialSpec]) -> Iterator[TrialResult]:
         """Run trials on the workers as they free up; yield results in completion order."""
         pending = list(reversed(specs))
-        busy: dict[Any, tuple[int, TrialSpec]] = {}
-        free = list(range(self.size))
-        while pending or busy:
-            while pending and free:
-                slot = free.pop()
-                spec = pending.pop()
-                busy[self.workers[slot].run.remote(spec)] = (slot, spec)
-            ready, _ = ray.wait(list(busy), num_returns=1)
-            ref = ready[0]
-            slot, spec = busy.pop(ref)
-            free.append(slot)
-            yield self._result(ref, slot, spec)
+        while pending or self._busy:
+            while pending and self._free:
+                self.submit(pending.pop())
+            result = self.wait_one()
+            if result is not None:
+                yield result
 
     def _result(self, ref: Any, slot: int, spec: TrialSpec) -> TrialResult:
         try:

@@ -48,6 +48,24 @@ class _Progress:
         self.last = time.monotonic()
 
 
+_META_KEY = b'"meta_info":'
+_DECODER = json.JSONDecoder()
+
+
+def _meta_info(data: bytes) -> dict:
+    """The `meta_info` object of one streamed chunk, without decoding the rest.
+
+    SGLang streams cumulative `text` and `output_ids`, so chunk k carries k token ids: decoding
+    whole chunks costs the client O(n^2) per request and, at hundreds of streams, a whole core.
+    `meta_info` comes last and is small; decode just it.
+    """
+    at = data.rfind(_META_KEY)
+    if at < 0:
+        return json.loads(data).get("meta_info", {})
+    meta, _ = _DECODER.raw_decode(data[at + len(_META_KEY):].decode())
+    return meta
+
+
 async def _one_request(
     session: aiohttp.ClientSession,
     config: ReplayConfig,
@@ -87,7 +105,7 @@ async def _one_request(
                             continue
                         now = time.monotonic()
                         progress.tick()
-                        meta = json.loads(data).get("meta_info", {})
+                        meta = _meta_info(data)
                         count = int(meta.get("completion_tokens", tokens))
                         if count > tokens:
                             chunks.append((now, count))

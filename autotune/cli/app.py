@@ -149,9 +149,9 @@ def pools_command(
 DEFAULT_SIM_GPU = "H100-80GB"
 
 
-@app.command("run")
+@app.command("plan")
 @user_errors
-def run_command(
+def plan_command(
     model_ref: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     gpu: str = typer.Option(DEFAULT_SIM_GPU, "--gpu", "-g", help=GPU_HELP + f" Default for the simulator: {DEFAULT_SIM_GPU}."),
     workload: str = typer.Option(
@@ -163,12 +163,8 @@ def run_command(
     kv_budget_gb: Optional[float] = typer.Option(None, "--kv-budget-gb", help="Pin the KV budget (decimal GB)."),
     mem_fraction_static: Optional[float] = typer.Option(None, "--mem-fraction-static", help="SGLang's --mem-fraction-static."),
 ) -> None:
-    """Tune --swa-full-tokens-ratio for a model.
-
-    This release runs the capacity model only: the analytic optimum per workload, the layout it
-    gives and how many concurrent requests each pool holds. The closed-loop search (trials on real
-    SGLang or the simulator, persisted with Optuna) builds on it.
-    """
+    """The capacity model's view, before any trial: the analytic optimum per workload, the layout
+    it gives, and how many concurrent requests each pool holds (the study's first trial)."""
     from autotune.pools import WorkloadShape, analytic_optimum, capacity_at, default_chunked_prefill_size
     from autotune.workloads import parse_workload_arg
 
@@ -206,8 +202,7 @@ def run_command(
         )
     console.print(table)
     console.print(
-        "These are the capacity model's predictions, not measurements. The closed loop "
-        "(`--backend sim|sglang`, trials and a persisted study) is the next layer of this tool."
+        "These are the capacity model's predictions, not measurements: `autotune run` measures."
     )
 
 
@@ -216,6 +211,11 @@ def _single_pool_note(model: ModelSpec) -> str:
         f"[bold]{model.name}[/] ({model.architecture}): {model.hybrid_reason}. "
         "There is nothing to tune; every layer's KV lives in one pool."
     )
+
+
+from autotune.cli.run import run_command  # noqa: E402  (registered below; keeps this module small)
+
+app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(user_errors(run_command))
 
 
 def main() -> None:

@@ -1,0 +1,155 @@
+"""`autotune run`: tune the ratio for a model, one persisted study per workload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import optuna
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autotune.cli.errors import fail
+from autotune.models import load_model
+from autotune.store import Store, StoreError
+from autotune.study.controller import Outcome, StudyPlan, run_study, storage_for, with_slo
+from autotune.study.plan import DEFAULT_SIM_GPU, DEFAULT_TIME_SCALE, build_plan, choose_backend, record_outcome, resolve_gpu
+from autotune.study.runners import InProcessRunner, RayRunner, TrialRunner
+from autotune.study.space import RATIO
+from autotune.workloads import parse_workload_arg
+
+console = Console(highlight=False)
+DEFAULT_STORAGE = "sqlite:///autotune.db"
+
+
+def _runner(backend: str, parallel: int, tp: int, ray_address: str | None) -> TrialRunner:
+    if backend == "sim-fast":
+        return InProcessRunner(parallel)
+    from workers.pool import WorkerPool, WorkerResources, connect
+
+    if backend == "sim":
+        # Simulated servers need no GPU: each worker holds one "sim_slot" of a local cluster.
+        connect(ray_address, **({} if ray_address else {"resources": {"sim_slot": parallel}, "num_cpus": max(parallel, 1)}))
+        resources = WorkerResources(gpus=0, custom={"sim_slot": 1})
+    else:
+        connect(ray_address)
+        resources = WorkerResources(gpus=tp)
+    return RayRunner(WorkerPool(resources, num_workers=parallel))
+
+
+def _describe(result: dict[str, Any] | None) -> str:
+    summary = (result or {}).get("summary") or {}
+    if not summary:
+        return ""
+    ttft, tpot = summary.get("ttft") or {}, summary.get("tpot") or {}
+    return f"TTFT p50 {ttft.get('median', float('nan')):.0f} ms, TPOT p50 {tpot.get('median', float('nan')):.1f} ms"
+
+
+def _report(plans: list[StudyPlan], outcomes: list[Outcome]) -> None:
+    simulated = any(plan.simulated for plan in plans)
+    table = Table(title="Tuned --swa-full-tokens-ratio" + (" [SIMULATED]" if simulated else ""))
+    for column in ("workload", "trials", "best ratio", plans[0].objective.labels[0], "at 0.8 (default)", "gain", "latency at best"):
+        table.add_column(column, justify="left" if column == "workload" else "right")
+    for plan, outcome in zip(plans, outcomes):
+        if outcome.best_params is None:
+            table.add_row(plan.workload.name, str(outcome.trials_finished), "-", "no feasible trial", "", "", "")
+            continue
+        gain = outcome.gain
+        table.add_row(
+            plan.workload.name,
+            f"{outcome.trials_finished}" + (f" ({outcome.trials_failed} failed)" if outcome.trials_failed else ""),
+            f"{outcome.best_params[RATIO]:.3f}",
+            f"{outcome.best_values[0]:,.0f}",
+            f"{outcome.default_values[0]:,.0f}" if outcome.default_values else "-",
+            f"{gain:+.1%}" if gain is not None else "-",
+            _describe(outcome.best_result),
+        )
+    console.print(table)
+    if simulated:
+        console.print("Simulated results: from autotune's simulated SGLang, not a GPU. Rank ratios with them; "
+                      "confirm on real SGLang (--backend sglang) before serving.")
+
+
+def run_command(
+    ctx: typer.Context,
+    model_ref: str = typer.Option(..., "--model", "-m", help="Catalog name or alias (26B-A4B, 31B, ...), hub id, or a directory with config.json."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help=f"GPU profile. Detected for --backend sglang; {DEFAULT_SIM_GPU} for the simulator."),
+    workload: str = typer.Option("chat,summarization", "--workload", "-w", help="Presets (chat, summarization, long-context, short-chat), a .jsonl dataset or a .yaml file."),
+    trials: int = typer.Option(8, "--trials", "-n", min=1, help="Finished trials per workload (a resumed study counts those it already has)."),
+    parallel: int = typer.Option(1, "--parallel", "-p", min=1, help="Trials at once (Ray workers; each holds --tp GPUs)."),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Database URL for studies, optima and rules (SQLite or PostgreSQL)."),
+    backend: str = typer.Option("auto", "--backend", "-b", help="auto | sglang (real server) | sim (simulated server, same workers) | sim-fast (in-process, virtual time)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (default: start a local one)."),
+    objective: str = typer.Option("throughput", "--objective", help="throughput (with SLO constraints) | goodput | pareto (throughput vs TTFT)."),
+    slo: Optional[str] = typer.Option(None, "--slo", help="e.g. ttft_p99=2000,tpot_p99=50 (limits, ms) or ttft=..,tpot=.. for goodput."),
+    page_size: Optional[int] = typer.Option(None, "--page-size", min=1, help="SGLang --page-size for every trial."),
+    tp: int = typer.Option(1, "--tp", min=1, help="Tensor-parallel size (GPUs per trial)."),
+    mem_fraction_static: Optional[float] = typer.Option(None, "--mem-fraction-static", help="SGLang --mem-fraction-static for every trial."),
+    kv_budget_gb: Optional[float] = typer.Option(None, "--kv-budget-gb", help="Simulator only: pin the KV budget (decimal GB)."),
+    time_scale: float = typer.Option(DEFAULT_TIME_SCALE, "--time-scale", help="Simulator only: run the simulated clock this many times faster than real time."),
+    log_dir: Path = typer.Option(Path("autotune-logs"), "--log-dir", help="Where every trial's server log goes."),
+) -> None:
+    """Tune --swa-full-tokens-ratio for a model: one Optuna study per workload, persisted in --storage.
+
+    Runs trials (boot the server at a candidate ratio, replay the workload, scrape /metrics), keeps
+    every trial, and reports the best ratio against SGLang's default 0.8. Running the same command
+    again resumes the studies. Extra SGLang flags go after `--` and are passed to every server.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say what matters
+    model = load_model(model_ref)
+    if not model.hybrid_swa:
+        fail(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")
+    workloads = parse_workload_arg(workload)
+    choice = choose_backend(backend)
+    console.print(choice.reason)
+    profile = resolve_gpu(choice.backend, gpu)
+    extra = tuple(ctx.args)
+    study_objective = with_slo(objective, slo)
+    plans = [
+        build_plan(
+            model=model, model_ref=model_ref, gpu=profile, workload=w, backend=choice.backend, objective=study_objective,
+            n_trials=trials, page_size=page_size, tp=tp, mem_fraction_static=mem_fraction_static,
+            kv_budget_gb=kv_budget_gb, time_scale=time_scale, extra_args=extra, log_dir=str(log_dir),
+        )
+        for w in workloads
+    ]
+    store = Store(storage)
+    try:
+        store.migrate()
+        optuna_storage = storage_for(storage)
+    except StoreError as exc:
+        fail(str(exc))
+    except Exception as exc:  # Optuna's storage: same URL, reached the same way
+        fail(f"cannot open the study storage at {store.display_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    runner = _runner(choice.backend, parallel, tp, ray_address)
+    outcomes: list[Outcome] = []
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            for plan in plans:
+                task = progress.add_task(f"{plan.workload.name}: starting", total=plan.n_trials)
+
+                def on_event(kind: str, data: dict[str, Any], task=task, plan=plan) -> None:
+                    if kind == "note":
+                        progress.console.print(f"[yellow]{data['message']}")
+                    elif kind == "progress":
+                        best = data["outcome"]
+                        text = f"best {best.best_values[0]:,.0f} @ {best.best_params[RATIO]:.3f}" if best.best_values else "no result yet"
+                        progress.update(task, completed=data["finished"], description=f"{plan.workload.name}: {text}")
+                    elif kind == "finished":
+                        ratio = data["params"].get(RATIO)
+                        progress.console.print(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f} -> {data['what']}", style="dim")
+
+                outcome = run_study(plan, optuna_storage, runner, on_event=on_event)
+                progress.update(task, completed=outcome.trials_finished)
+                record_outcome(store, plan, outcome)
+                outcomes.append(outcome)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: finished trials are saved; run the same command again to resume.")
+        raise typer.Exit(130)
+    finally:
+        runner.close()
+    _report(plans, outcomes)
+    console.print(f"Saved in {store.display_url}: studies (optuna-dashboard), optima (autotune rules / export).")

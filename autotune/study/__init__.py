@@ -1,0 +1,1 @@
+"""Optuna studies over SGLang server flags: search spaces, objectives, runners, the loop."""

@@ -1,0 +1,340 @@
+"""One study: Optuna's ask-and-tell over trials that run elsewhere, persisted, resumable.
+
+One study per (model, GPU, workload, server version) in Optuna's RDB storage. The first trials
+are the capacity model's analytic optimum and SGLang's default 0.8 (the baseline every gain is
+measured against). Trials run `parallel` at a time on a TrialRunner. A tuner that dies leaves its
+running trials to Optuna's heartbeat: once stale they are failed and `RetryFailedTrialCallback`
+enqueues them again, so a resumed study neither loses nor repeats finished trials.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from autotune.hardware import GPUProfile
+from autotune.models import ModelSpec
+from autotune.pools import KVGeometry, WorkloadShape, analytic_optimum, default_chunked_prefill_size, min_feasible_ratio
+from autotune.serving_metrics import SLO
+from autotune.study.objective import RETRY, Objective
+from autotune.study.runners import TrialRunner
+from autotune.study.space import RATIO, SearchSpace
+from autotune.workloads import Workload, concurrency_limit
+from workers.spec import ServerSpec
+from workers.trial import TrialResult, TrialSpec
+
+DEFAULT_RATIO = 0.8
+HEARTBEAT_S = 10
+GRACE_S = 30
+MAX_RETRY = 3
+
+# user attrs on every trial
+ATTR_RESULT = "result"  # TrialResult.to_dict() without the per-request arrays
+ATTR_FINAL = "final"  # True once the trial counts towards --trials
+ATTR_OWNER = "owner"  # host:pid of the tuner that ran it
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    model: ModelSpec
+    gpu: GPUProfile
+    workload: Workload
+    backend: str  # sglang | sim | sim-fast
+    server_version: str
+    objective: Objective
+    space: SearchSpace
+    n_trials: int
+    model_path: str  # what --model-path gets
+    budget_bytes: int  # the KV budget the feasible range and the first trial come from
+    server_flags: dict[str, Any] = field(default_factory=dict)  # fixed flags (page-size, tp-size, ...)
+    sim_flags: dict[str, Any] = field(default_factory=dict)
+    extra_args: tuple[str, ...] = ()
+    log_dir: str = "autotune-logs"
+    hang_timeout_s: float = 120.0
+    boot_timeout_s: float = 900.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}|{self.gpu.name}|{self.workload.name}|{self.server_version}"
+
+    @property
+    def simulated(self) -> bool:
+        return self.backend != "sglang"
+
+    @property
+    def page_size(self) -> int:
+        return int(self.server_flags.get("page-size", 1))
+
+    @property
+    def tp(self) -> int:
+        return int(self.server_flags.get("tp-size", 1))
+
+    def geometry(self) -> KVGeometry:
+        return KVGeometry.of(self.model, tp=self.tp, kv_dtype=str(self.server_flags.get("kv-cache-dtype", "bf16")))
+
+    def feasible_low(self) -> float:
+        low = min_feasible_ratio(self.geometry(), self.budget_bytes, self.page_size)
+        if low is None:
+            raise ValueError(
+                f"no ratio boots {self.model.name} on {self.gpu.name} with this KV budget: even at 1.0 the SWA pool "
+                "cannot hold one window; raise --mem-fraction-static or --tp"
+            )
+        return low
+
+    def first_ratios(self) -> list[float]:
+        """The capacity model's optimum first, then SGLang's default (the baseline of every gain)."""
+        shape = WorkloadShape(
+            prompt_len=self.workload.total_prompt_tokens / len(self.workload.requests),
+            output_len=self.workload.total_output_tokens / len(self.workload.requests),
+            concurrency=concurrency_limit(self.workload.arrival),
+        )
+        chunk = int(self.server_flags.get("chunked-prefill-size") or default_chunked_prefill_size(self.gpu.memory_mib))
+        best = analytic_optimum(self.geometry(), self.budget_bytes, shape, page_size=self.page_size, chunked_prefill_size=chunk)
+        return [round(best.ratio, 3)] + ([DEFAULT_RATIO] if abs(best.ratio - DEFAULT_RATIO) > 1e-3 else [])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A study's answer: its best trial against SGLang's default."""
+
+    study_name: str
+    best_params: dict[str, Any] | None
+    best_values: list[float] | None
+    best_result: dict[str, Any] | None
+    default_values: list[float] | None
+    trials_finished: int
+    trials_failed: int
+
+    @property
+    def gain(self) -> float | None:
+        if not self.best_values or not self.default_values or not self.default_values[0]:
+            return None
+        return self.best_values[0] / self.default_values[0] - 1.0
+
+
+def storage_for(url: str) -> RDBStorage:
+    return RDBStorage(
+        url,
+        heartbeat_interval=HEARTBEAT_S,
+        grace_period=GRACE_S,
+        failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
+    )
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_dead(owner: str | None) -> bool:
+    if not owner or ":" not in owner:
+        return False
+    host, pid = owner.rsplit(":", 1)
+    if host != socket.gethostname():
+        return False  # another machine's tuner: its heartbeat will tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+class _Heartbeat(threading.Thread):
+    """Records Optuna heartbeats for the trials this tuner is running (ask-and-tell has no
+    `optimize()` to do it), so a killed tuner's trials go stale after the grace period."""
+
+    def __init__(self, storage: RDBStorage) -> None:
+        super().__init__(daemon=True, name="optuna-heartbeat")
+        self.storage = storage
+        self.trial_ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_S / 2):
+            with self.lock:
+                ids = list(self.trial_ids)
+            for trial_id in ids:
+                self.storage.record_heartbeat(trial_id)
+
+    def add(self, trial_id: int) -> None:
+        self.storage.record_heartbeat(trial_id)
+        with self.lock:
+            self.trial_ids.add(trial_id)
+
+    def remove(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.discard(trial_id)
+
+
+def _sampler(plan: StudyPlan) -> optuna.samplers.BaseSampler:
+    def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+        return trial.user_attrs.get("constraints", [])
+
+    constrained = constraints if plan.objective.slo is not None else None
+    if plan.objective.name == "pareto":
+        return optuna.samplers.NSGAIISampler(seed=0, constraints_func=constrained)
+    return optuna.samplers.TPESampler(seed=0, n_startup_trials=4, constraints_func=constrained, multivariate=True)
+
+
+def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=plan.name, storage=storage, directions=plan.objective.directions,
+        sampler=_sampler(plan), load_if_exists=True,
+    )
+    if not study.user_attrs:
+        for key, value in {
+            "model": plan.model.name, "model_features": plan.model.features(), "gpu": plan.gpu.name,
+            "workload": plan.workload.name, "workload_spec": plan.workload.to_dict(), "backend": plan.backend,
+            "server_version": plan.server_version, "simulated": plan.simulated, "objective": plan.objective.name,
+            "objective_labels": plan.objective.labels, "search_space": plan.space.name,
+            "server_flags": plan.server_flags, "extra_args": list(plan.extra_args),
+            "slo": plan.objective.slo.__dict__ if plan.objective.slo else None,
+        }.items():
+            study.set_user_attr(key, value)
+        for ratio in plan.first_ratios():
+            study.enqueue_trial({RATIO: ratio}, user_attrs={"enqueued_as": "analytic optimum" if ratio != DEFAULT_RATIO else "SGLang default"})
+    return study
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_FINAL)]
+
+
+def _reclaim_orphans(study: optuna.Study, notify: Callable[[str], None]) -> None:
+    """Trials a dead tuner on this host left RUNNING: wait for their heartbeat to go stale, then
+    let Optuna fail them and its retry callback enqueue them again."""
+    orphans = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if _owner_dead(t.user_attrs.get(ATTR_OWNER))
+    ]
+    if orphans:
+        notify(
+            f"{len(orphans)} trial(s) were left running by a tuner that died; waiting up to {GRACE_S} s "
+            "for Optuna's heartbeat to expire them, then they run again"
+        )
+        deadline = time.monotonic() + GRACE_S + HEARTBEAT_S
+        while time.monotonic() < deadline:
+            fail_stale_trials(study)
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                break
+            time.sleep(1.0)
+    fail_stale_trials(study)
+
+
+def _trial_spec(plan: StudyPlan, trial: optuna.trial.Trial, params: dict[str, Any]) -> TrialSpec:
+    flags = dict(plan.server_flags)
+    flags.update({SearchSpace.flag(name): value for name, value in params.items()})
+    return TrialSpec(
+        trial_id=f"{plan.model.name}-{plan.workload.name}-t{trial.number}",
+        server=ServerSpec(
+            backend="sglang" if plan.backend == "sglang" else "sim",
+            model_path=plan.model_path, flags=flags,
+            sim_flags=plan.sim_flags if plan.simulated else {}, extra_args=plan.extra_args,
+        ),
+        workload=plan.workload,
+        slo=plan.objective.slo,
+        log_dir=plan.log_dir,
+        hang_timeout_s=plan.hang_timeout_s,
+        boot_timeout_s=plan.boot_timeout_s,
+    )
+
+
+def _stored_result(result: TrialResult) -> dict[str, Any]:
+    data = result.to_dict()
+    data["samples"] = data["samples"][-600:]  # ten minutes of 1 s scrapes is plenty for plots
+    return data
+
+
+def _tell(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial, result: TrialResult) -> str:
+    """Record a result; returns what happened to the trial (for progress lines)."""
+    trial.set_user_attr(ATTR_RESULT, _stored_result(result))
+    trial.set_user_attr("simulated", result.simulated)
+    values = plan.objective.values(result)
+    if values is None:
+        final = result.failure not in RETRY
+        trial.set_user_attr(ATTR_FINAL, final)
+        study.tell(trial, state=TrialState.FAIL)
+        if not final:  # no information: run the same parameters again
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        return f"failed ({result.failure.value}{'' if final else ', will run again'}): {result.message}"
+    trial.set_user_attr("constraints", plan.objective.constraints(result))
+    trial.set_user_attr(ATTR_FINAL, True)
+    study.tell(trial, values)
+    return f"{result.failure.value}: {result.message}" if result.failure else "ok"
+
+
+def run_study(
+    plan: StudyPlan,
+    storage: RDBStorage,
+    runner: TrialRunner,
+    *,
+    on_event: Callable[[str, dict[str, Any]], None] = lambda kind, data: None,
+) -> Outcome:
+    """Run until `plan.n_trials` trials have finished (across restarts), then report."""
+    study = open_study(plan, storage)
+    _reclaim_orphans(study, lambda message: on_event("note", {"message": message}))
+    distributions = plan.space.distributions(plan.feasible_low())
+    heartbeat = _Heartbeat(storage)
+    heartbeat.start()
+    in_flight: dict[str, optuna.trial.Trial] = {}
+    try:
+        while True:
+            finished = len(_finished(study))
+            on_event("progress", {"finished": finished, "total": plan.n_trials, "outcome": outcome_of(study, plan)})
+            while len(in_flight) < runner.capacity and finished + len(in_flight) < plan.n_trials:
+                trial = study.ask(distributions)
+                trial.set_user_attr(ATTR_OWNER, _owner())
+                heartbeat.add(trial._trial_id)
+                spec = _trial_spec(plan, trial, trial.params)
+                in_flight[spec.trial_id] = trial
+                runner.submit(spec)
+                on_event("started", {"trial": trial.number, "params": trial.params})
+            if not in_flight:
+                break
+            result = runner.wait_one(timeout_s=1.0)
+            if result is None:
+                continue
+            trial = in_flight.pop(result.trial_id)
+            heartbeat.remove(trial._trial_id)
+            what = _tell(study, plan, trial, result)
+            on_event("finished", {"trial": trial.number, "params": trial.params, "result": result, "what": what})
+    finally:
+        heartbeat.stopped.set()
+        # Trials still in flight (Ctrl-C): left RUNNING, their heartbeat stops, and the next
+        # run_study() expires and re-runs them.
+    return outcome_of(study, plan)
+
+
+def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
+    done = [t for t in _finished(study) if t.state == TrialState.COMPLETE]
+    failed = [t for t in _finished(study) if t.state == TrialState.FAIL]
+    feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get("constraints", []))]
+    default = [t for t in done if abs(t.params.get(RATIO, -1) - DEFAULT_RATIO) < 1e-9 and len(t.params) == 1]
+    if feasible:
+        best = max(feasible, key=lambda t: (t.values[0], -(t.values[1] if len(t.values) > 1 else 0)))
+    else:
+        best = None
+    return Outcome(
+        study_name=study.study_name,
+        best_params=dict(best.params) if best else None,
+        best_values=list(best.values) if best else None,
+        best_result=best.user_attrs.get(ATTR_RESULT) if best else None,
+        default_values=list(default[0].values) if default else None,
+        trials_finished=len(done) + len(failed),
+        trials_failed=len(failed),
+    )
+
+
+def with_slo(objective_name: str, slo_text: str | None) -> Objective:
+    return Objective(objective_name, SLO.parse(slo_text) if slo_text else None)
+
+

@@ -1,0 +1,105 @@
+"""Where trials run: Ray workers booting servers (`sglang`, `sim`), or the simulator's engine
+in-process (`sim-fast`). The study sees one interface: submit a TrialSpec, wait for TrialResults.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import os
+import time
+from typing import Protocol
+
+from autotune.hardware import load_gpu
+from autotune.pools import InsufficientMemory, SWAPoolRefused
+from autotune.sim.args import load_model_for, parse_args, server_config
+from autotune.sim.run import simulate
+from workers.failures import FailureKind
+from workers.trial import TrialResult, TrialSpec
+
+
+class TrialRunner(Protocol):
+    capacity: int
+
+    def submit(self, spec: TrialSpec) -> None: ...
+
+    def wait_one(self, timeout_s: float) -> TrialResult | None: ...
+
+    def close(self) -> None: ...
+
+
+def run_sim_fast(spec: TrialSpec) -> TrialResult:
+    """One trial on the simulator's engine in virtual time, from the very command line the
+    `sim` backend would boot (same flag parsing, same defaults): seconds instead of minutes."""
+    started = time.time()
+    argv = spec.server.argv(port=1)
+    base = dict(trial_id=spec.trial_id, backend="sim-fast", simulated=True, command=tuple(argv), started_at=started)
+    args = parse_args(argv[3:])
+    try:
+        config = server_config(args, load_model_for(args), load_gpu(args.gpu))
+        result = simulate(spec.workload, config, slo=spec.slo, sample_interval_s=spec.scrape_interval_s)
+    except SWAPoolRefused as refused:
+        return TrialResult(ok=False, failure=FailureKind.BOOT_REFUSED, message=refused.sglang_message, finished_at=time.time(), **base)
+    except InsufficientMemory as oom:
+        return TrialResult(ok=False, failure=FailureKind.OUT_OF_MEMORY, message=str(oom), finished_at=time.time(), **base)
+    failed = sum(not o.success for o in result.outcomes)
+    failure = FailureKind.HANG if result.hung else (FailureKind.CLIENT_ERROR if failed else None)
+    message = (
+        "the simulated server hung: waiting requests could never be admitted" if result.hung
+        else f"{failed} of {len(result.outcomes)} requests failed" if failed else ""
+    )
+    return TrialResult(
+        ok=failure is None, failure=failure, message=message,
+        log_tail="\n".join(result.log_lines[-20:]) if failure else "",
+        boot_s=0.0, replay_s=result.duration_s,
+        full_tokens=result.startup.full_tokens, swa_tokens=result.startup.swa_tokens,
+        summary=result.summary, series=result.series, samples=result.samples,
+        client_counts={
+            "requests": len(result.outcomes),
+            "prompt_tokens": sum(o.prompt_len for o in result.outcomes),
+            "generation_tokens": sum(o.output_len for o in result.outcomes),
+            "failed": failed,
+        },
+        worker={"pid": os.getpid()}, finished_at=time.time(), **base,
+    )
+
+
+class InProcessRunner:
+    """`sim-fast`: trials in a process pool (the engine is pure Python; threads would share a core)."""
+
+    def __init__(self, parallel: int = 1) -> None:
+        self.capacity = parallel
+        self._pool = futures.ProcessPoolExecutor(max_workers=parallel)
+        self._running: set[futures.Future[TrialResult]] = set()
+
+    def submit(self, spec: TrialSpec) -> None:
+        self._running.add(self._pool.submit(run_sim_fast, spec))
+
+    def wait_one(self, timeout_s: float) -> TrialResult | None:
+        done, _ = futures.wait(self._running, timeout=timeout_s, return_when=futures.FIRST_COMPLETED)
+        if not done:
+            return None
+        future = done.pop()
+        self._running.discard(future)
+        return future.result()
+
+    def close(self) -> None:
+        for future in self._running:
+            future.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class RayRunner:
+    """`sim` and `sglang`: TrialWorker actors on a Ray cluster (workers/pool.py)."""
+
+    def __init__(self, pool) -> None:  # workers.pool.WorkerPool
+        self.pool = pool
+        self.capacity = pool.size
+
+    def submit(self, spec: TrialSpec) -> None:
+        self.pool.submit(spec)
+
+    def wait_one(self, timeout_s: float) -> TrialResult | None:
+        return self.pool.wait_one(timeout_s)
+
+    def close(self) -> None:
+        self.pool.shutdown()
