@@ -84,3 +84,30 @@ def test_same_flags_boot_the_simulator_and_sglang() -> None:
     sim = ServerSpec(backend="sim", model_path="26B-A4B", flags=flags).argv(5000)
     assert real[3:] == sim[3:]
     assert real[2] == "sglang.launch_server" and sim[2] == "autotune.sim.server"
+
+
+def test_exported_config_reaches_sglang_and_the_command_line_wins(tmp_path) -> None:
+    """The exported defaults file is SGLang's own --config: the tuned ratio arrives, and a ratio on
+    the command line overrides it (command line > config file > defaults)."""
+    from autotune.export import config_flags, config_text
+
+    path = tmp_path / "gemma-4-26B-A4B-it__chat.yaml"
+    path.write_text(config_text(config_flags({"swa_full_tokens_ratio": 0.23, "chunked_prefill_size": 4096}),
+                                {"simulated": True, "study": "s"}))
+    from_file = server_args.prepare_server_args(["--model-path", "m", "--config", str(path)])
+    assert from_file.swa_full_tokens_ratio == 0.23 and from_file.chunked_prefill_size == 4096
+    overridden = server_args.prepare_server_args(
+        ["--model-path", "m", "--config", str(path), "--swa-full-tokens-ratio", "0.5"]
+    )
+    assert overridden.swa_full_tokens_ratio == 0.5
+
+
+def test_launch_command_line_parses(tmp_path) -> None:
+    from autotune.launch import plan_launch
+    from autotune.rules import Resolution
+
+    resolution = Resolution(0.31, "optimum", "tuned", False, {})
+    plan = plan_launch(resolution, "/models/gemma", "chat", ["--port", "30001"], tmp_path, "gemma-4-26B-A4B-it")
+    assert plan.argv[1:3] == ["-m", "sglang.launch_server"]
+    args = server_args.prepare_server_args(plan.argv[3:])
+    assert args.swa_full_tokens_ratio == 0.31 and args.port == 30001 and args.model_path == "/models/gemma"

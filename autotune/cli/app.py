@@ -215,7 +215,13 @@ def _single_pool_note(model: ModelSpec) -> str:
 
 from autotune.cli.run import run_command  # noqa: E402  (registered below; keeps this module small)
 
-app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(user_errors(run_command))
+from autotune.cli.serving import export_command, launch_command, rules_command  # noqa: E402
+
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}  # `-- <sglang args>`
+app.command("run", context_settings=PASSTHROUGH)(user_errors(run_command))
+app.command("rules")(user_errors(rules_command))
+app.command("export")(user_errors(export_command))
+app.command("launch", context_settings=PASSTHROUGH)(user_errors(launch_command))
 
 
 def main() -> None:
