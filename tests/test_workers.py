@@ -191,3 +191,19 @@ def test_owner_killed_with_sigkill_still_takes_its_server_down(tmp_path: Path) -
     while time.monotonic() < deadline and (sim_servers() or port_in_use(port)):
         time.sleep(0.2)
     assert not sim_servers() and not port_in_use(port)
+
+
+def test_clearly_lost_trial_is_stopped_early(tmp_path: Path) -> None:
+    """A ratio that starves the SWA pool (SWA usage pinned, queue not draining) ends early."""
+    from workers.early_stop import EarlyStop
+
+    workload = get_preset("chat", num_prompts=120, concurrency=40)
+    rule = EarlyStop(min_fraction=0.1, window=3)
+    starved = run_trial(trial(tmp_path, sim_spec(ratio=0.02), workload=workload, early_stop=rule, scrape_interval_s=0.3))
+    assert starved.stopped_early, starved.message
+    assert starved.message.startswith("stopped early: SWA-bound")
+    assert 12 <= starved.summary.completed < 120
+    assert starved.series.swa_bound_share > 0.5
+    healthy = run_trial(trial(tmp_path, sim_spec(ratio=0.6), workload=get_preset("chat", num_prompts=24, concurrency=12),
+                              early_stop=rule, scrape_interval_s=0.3))
+    assert healthy.ok and not healthy.stopped_early and healthy.summary.completed == 24

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable
 
 import aiohttp
@@ -36,6 +36,7 @@ class ReplayResult:
     outcomes: tuple[RequestOutcome, ...]
     duration_s: float
     started_at: float  # time.monotonic() at the measured run's start
+    stopped_early: bool = False
 
 
 class _Progress:
@@ -144,11 +145,23 @@ async def _one_request(
     )
 
 
+class StoppedEarly(Exception):
+    """The caller's `should_stop` said the run is clearly lost: end it, keep what finished."""
+
+
 async def _watchdog(
-    progress: _Progress, config: ReplayConfig, server_alive: Callable[[], bool] | None, tasks: list[asyncio.Task]
+    progress: _Progress,
+    config: ReplayConfig,
+    server_alive: Callable[[], bool] | None,
+    tasks: list[asyncio.Task],
+    should_stop: Callable[[int], bool] | None = None,
 ) -> None:
     while True:
         await asyncio.sleep(config.watchdog_interval_s)
+        if should_stop is not None and should_stop(progress.done):
+            for task in tasks:
+                task.cancel()
+            raise StoppedEarly()
         if server_alive is not None and not server_alive():
             failure = TrialFailure(FailureKind.CRASHED, "the server process died during the replay")
         elif progress.outstanding and time.monotonic() - progress.last > config.hang_timeout_s:
@@ -172,6 +185,8 @@ class _Phase:
     workload: Workload
     server_alive: Callable[[], bool] | None
     on_done: Callable[[RequestOutcome], None] | None = None
+    should_stop: Callable[[int], bool] | None = None
+    completed: list[tuple[bool, RequestOutcome]] = field(default_factory=list)
 
     async def _send_all(
         self, specs: tuple[RequestSpec, ...], offsets: tuple[float, ...], limit: int | None, t0: float, progress: _Progress
@@ -184,6 +199,7 @@ class _Phase:
                 await asyncio.sleep(delay)
             async with slots:
                 timed = await _one_request(self.session, self.config, self.workload, spec, t0, progress)
+            self.completed.append(timed)
             if self.on_done is not None:
                 self.on_done(timed[1])
             return timed
@@ -193,12 +209,12 @@ class _Phase:
     async def run(
         self, specs: tuple[RequestSpec, ...], offsets: tuple[float, ...], limit: int | None
     ) -> tuple[list[RequestOutcome], float, float]:
-        """Send `specs`; returns outcomes, the phase's start (monotonic) and its duration.
-        Raises TrialFailure on a crash or a hang."""
+        """Send `specs`; returns outcomes, the phase's duration and start (monotonic).
+        Raises TrialFailure on a crash or a hang; StoppedEarly leaves `completed` for the caller."""
         progress = _Progress()
         t0 = time.monotonic()
         sender = asyncio.ensure_future(self._send_all(specs, offsets, limit, t0, progress))
-        watchdog = asyncio.ensure_future(_watchdog(progress, self.config, self.server_alive, [sender]))
+        watchdog = asyncio.ensure_future(_watchdog(progress, self.config, self.server_alive, [sender], self.should_stop))
         try:
             done, _ = await asyncio.wait({sender, watchdog}, return_when=asyncio.FIRST_COMPLETED)
             if watchdog in done:
@@ -218,6 +234,7 @@ async def replay(
     server_alive: Callable[[], bool] | None = None,
     on_start: Callable[[float], Awaitable[None]] | None = None,
     on_done: Callable[[RequestOutcome], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
 ) -> ReplayResult:
     """Warm up (one at a time, excluded), then replay; raise TrialFailure on a crash or hang.
 
@@ -233,9 +250,15 @@ async def replay(
         if on_start is not None:
             await on_start(time.monotonic())
         specs = workload.requests
-        outcomes, duration, t0 = await _Phase(session, config, workload, server_alive, on_done).run(
-            specs, send_offsets(workload.arrival, specs), concurrency_limit(workload.arrival)
-        )
+        measured = _Phase(session, config, workload, server_alive, on_done, should_stop)
+        try:
+            outcomes, duration, t0 = await measured.run(
+                specs, send_offsets(workload.arrival, specs), concurrency_limit(workload.arrival)
+            )
+        except StoppedEarly:
+            # Requests still streaming are dropped; the finished ones say how the run was going.
+            outcomes, duration = _on_one_clock(measured.completed) if measured.completed else ([], 0.0)
+            return ReplayResult(outcomes=tuple(outcomes), duration_s=duration, started_at=time.monotonic(), stopped_early=True)
         return ReplayResult(outcomes=tuple(outcomes), duration_s=duration, started_at=t0)
 
 

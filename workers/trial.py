@@ -18,7 +18,8 @@ from autotune.serving_metrics import SLO, RequestOutcome, ServingSummary, summar
 from autotune.workloads import Workload
 from workers.failures import FailureKind, TrialFailure
 from workers.process import ServerProcess
-from workers.replay import ReplayConfig, replay
+from workers.early_stop import EarlyStop
+from workers.replay import ReplayConfig, ReplayResult, replay
 from workers.scrape import Scraper
 from workers.spec import ServerSpec
 
@@ -35,6 +36,7 @@ class TrialSpec:
     hang_timeout_s: float = 120.0
     scrape_interval_s: float = 1.0
     log_dir: str = "autotune-logs"
+    early_stop: EarlyStop | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class TrialResult:
     worker: dict[str, Any] = field(default_factory=dict)  # node id, GPU ids, pid (filled by the worker)
     started_at: float | None = None  # wall clock (epoch seconds)
     finished_at: float | None = None
+    stopped_early: bool = False  # clearly lost: the summary covers the requests finished by then
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -94,7 +97,7 @@ def _client_counts(outcomes: tuple[RequestOutcome, ...]) -> dict[str, int]:
 
 async def _measure(
     spec: TrialSpec, server: ServerProcess, progress: Progress | None
-) -> tuple[tuple[RequestOutcome, ...], float, Scraper]:
+) -> tuple[ReplayResult, Scraper]:
     scraper = Scraper(server.base_url, spec.scrape_interval_s)
     total = len(spec.workload.requests)
     done = 0
@@ -112,10 +115,11 @@ async def _measure(
             server_alive=lambda: server.alive,
             on_start=scraper.start,
             on_done=on_done,
+            should_stop=(lambda finished: spec.early_stop.lost(scraper.samples, finished, total)) if spec.early_stop else None,
         )
     finally:
         await scraper.stop(final_scrape=server.alive)
-    return result.outcomes, result.duration_s, scraper
+    return result, scraper
 
 
 def run_trial(spec: TrialSpec, progress: Progress | None = None) -> TrialResult:
@@ -133,7 +137,8 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> TrialResult:
         if progress is not None:
             progress("boot", 0, len(spec.workload.requests))
         boot = server.wait_ready()
-        outcomes, duration, scraper = asyncio.run(_measure(spec, server, progress))
+        replayed, scraper = asyncio.run(_measure(spec, server, progress))
+        outcomes, duration = replayed.outcomes, replayed.duration_s
         died = not server.alive  # requests can fail faster than the watchdog looks: ask the process
     except TrialFailure as failure:
         return TrialResult(
@@ -153,6 +158,8 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> TrialResult:
     if died:
         failure = FailureKind.CRASHED
         message = f"the server process died during the replay (exit code {server_exit}); {counts['failed']} requests failed"
+    elif replayed.stopped_early:
+        message = spec.early_stop.describe(len(outcomes), len(spec.workload.requests))
     elif counts["failed"]:
         failure = FailureKind.CLIENT_ERROR
         first = next(o.error for o in outcomes if not o.success)
@@ -164,5 +171,5 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> TrialResult:
         full_tokens=boot.full_tokens, swa_tokens=boot.swa_tokens,
         summary=summary, series=summarize_series(samples), samples=samples,
         server_counters=scraper.counter_deltas(),
-        client_counts=counts, **base,
+        client_counts=counts, stopped_early=replayed.stopped_early, **base,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import warnings
+
 import optuna
 import typer
 from rich.console import Console
@@ -98,6 +100,10 @@ def run_command(
     again resumes the studies. Extra SGLang flags go after `--` and are passed to every server.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say what matters
+    # Ask-and-tell with heartbeats is what Optuna's experimental/heartbeat warnings are about; we
+    # record heartbeats ourselves (controller._Heartbeat), so they only add noise to the terminal.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     model = load_model(model_ref)
     if not model.hybrid_swa:
         fail(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")

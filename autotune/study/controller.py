@@ -3,7 +3,7 @@
 One study per (model, GPU, workload, server version) in Optuna's RDB storage. The first trials
 are the capacity model's analytic optimum and SGLang's default 0.8 (the baseline every gain is
 measured against). Trials run `parallel` at a time on a TrialRunner. A tuner that dies leaves its
-running trials to Optuna's heartbeat: once stale they are failed and `RetryFailedTrialCallback`
+running trials to Optuna's heartbeat: once stale they are failed and `RetryHeartbeatStaleTrialCallback`
 enqueues them again, so a resumed study neither loses nor repeats finished trials.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
 from autotune.hardware import GPUProfile
@@ -28,6 +28,7 @@ from autotune.study.objective import RETRY, Objective
 from autotune.study.runners import TrialRunner
 from autotune.study.space import RATIO, SearchSpace
 from autotune.workloads import Workload, concurrency_limit
+from workers.early_stop import EarlyStop
 from workers.spec import ServerSpec
 from workers.trial import TrialResult, TrialSpec
 
@@ -60,6 +61,7 @@ class StudyPlan:
     log_dir: str = "autotune-logs"
     hang_timeout_s: float = 120.0
     boot_timeout_s: float = 900.0
+    early_stop: bool = True  # stop trials that are clearly lost (workers/early_stop.py)
 
     @property
     def name(self) -> str:
@@ -125,7 +127,7 @@ def storage_for(url: str) -> RDBStorage:
         url,
         heartbeat_interval=HEARTBEAT_S,
         grace_period=GRACE_S,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
     )
 
 
@@ -245,6 +247,7 @@ def _trial_spec(plan: StudyPlan, trial: optuna.trial.Trial, params: dict[str, An
         log_dir=plan.log_dir,
         hang_timeout_s=plan.hang_timeout_s,
         boot_timeout_s=plan.boot_timeout_s,
+        early_stop=EarlyStop() if plan.early_stop else None,
     )
 
 
@@ -268,6 +271,11 @@ def _tell(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial, resul
         return f"failed ({result.failure.value}{'' if final else ', will run again'}): {result.message}"
     trial.set_user_attr("constraints", plan.objective.constraints(result))
     trial.set_user_attr(ATTR_FINAL, True)
+    if result.stopped_early and len(values) == 1:
+        # Pruned, with what it measured before it was stopped as its last intermediate value.
+        trial.report(values[0], step=result.summary.completed if result.summary else 0)
+        study.tell(trial, state=TrialState.PRUNED)
+        return result.message
     study.tell(trial, values)
     return f"{result.failure.value}: {result.message}" if result.failure else "ok"
 
@@ -317,6 +325,7 @@ def run_study(
 def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
     done = [t for t in _finished(study) if t.state == TrialState.COMPLETE]
     failed = [t for t in _finished(study) if t.state == TrialState.FAIL]
+    pruned = [t for t in _finished(study) if t.state == TrialState.PRUNED]
     feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get("constraints", []))]
     default = [t for t in done if abs(t.params.get(RATIO, -1) - DEFAULT_RATIO) < 1e-9 and len(t.params) == 1]
     if feasible:
@@ -329,7 +338,7 @@ def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
         best_values=list(best.values) if best else None,
         best_result=best.user_attrs.get(ATTR_RESULT) if best else None,
         default_values=list(default[0].values) if default else None,
-        trials_finished=len(done) + len(failed),
+        trials_finished=len(done) + len(failed) + len(pruned),
         trials_failed=len(failed),
     )
 
