@@ -15,7 +15,10 @@ from rich.table import Table
 
 from autotune.cli.errors import fail
 from autotune.models import load_model
+import sqlalchemy
+
 from autotune.store import Store, StoreError
+from autotune.store.errors import explain
 from autotune.study.controller import Outcome, StudyPlan, run_study, storage_for, with_slo
 from autotune.study.plan import DEFAULT_SIM_GPU, DEFAULT_TIME_SCALE, build_plan, choose_backend, record_outcome, resolve_gpu
 from autotune.study.runners import InProcessRunner, RayRunner, TrialRunner
@@ -127,8 +130,8 @@ def run_command(
         optuna_storage = storage_for(storage)
     except StoreError as exc:
         fail(str(exc))
-    except Exception as exc:  # Optuna's storage: same URL, reached the same way
-        fail(f"cannot open the study storage at {store.display_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        fail(str(explain(exc.__cause__ or exc, store.url)))
     runner = _runner(choice.backend, parallel, tp, ray_address)
     outcomes: list[Outcome] = []
     try:
@@ -155,6 +158,9 @@ def run_command(
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: finished trials are saved; run the same command again to resume.")
         raise typer.Exit(130)
+    except (StoreError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        # The database went away or turned read-only mid-study: what was told is saved.
+        fail(str(explain(exc.__cause__ or exc, store.url)))
     finally:
         runner.close()
     _report(plans, outcomes)

@@ -209,7 +209,11 @@ def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_FINAL)]
+    """Trials that count towards --trials: told by a tuner (state finished, marked final), and not
+    a trial Optuna's heartbeat expired (a tuner died around it; its retry counts instead)."""
+    trials = study.get_trials(deepcopy=False)
+    expired = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    return [t for t in trials if t.state.is_finished() and t.user_attrs.get(ATTR_FINAL) and t.number not in expired]
 
 
 def _reclaim_orphans(study: optuna.Study, notify: Callable[[str], None]) -> None:
@@ -218,6 +222,9 @@ def _reclaim_orphans(study: optuna.Study, notify: Callable[[str], None]) -> None
     orphans = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if _owner_dead(t.user_attrs.get(ATTR_OWNER))
     ]
+    for trial in orphans:
+        # A tuner killed while recording a result may have marked it final before telling it.
+        study._storage.set_trial_user_attr(trial._trial_id, ATTR_FINAL, False)
     if orphans:
         notify(
             f"{len(orphans)} trial(s) were left running by a tuner that died; waiting up to {GRACE_S} s "

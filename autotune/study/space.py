@@ -119,8 +119,10 @@ def _param(path: Path, name: str, spec: Any) -> Param:
         raise SearchSpaceError(path, f"{key}.{missing.args[0]}", "is missing") from None
     except (TypeError, ValueError) as bad:
         raise SearchSpaceError(path, key, f"bad value: {bad}") from None
-    if name == RATIO and not (0 < high <= 1 and (low == "feasible" or 0 < float(low) < high)):
-        raise SearchSpaceError(path, key, "the ratio's bounds must lie in (0, 1] with low < high")
+    if name == RATIO and not 0 < high <= 1:
+        raise SearchSpaceError(path, f"{key}.high", f"is {high}: the ratio's bounds must lie in (0, 1]")
+    if name == RATIO and low != "feasible" and not 0 < float(low) < high:
+        raise SearchSpaceError(path, f"{key}.low", f"is {low}: the ratio's low bound must be in (0, high)")
     return FloatParam(name, low, high, bool(spec.get("log", False)))
 
 
