@@ -179,13 +179,10 @@ class _Heartbeat(threading.Thread):
 
 
 def _sampler(plan: StudyPlan) -> optuna.samplers.BaseSampler:
-    def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-        return trial.user_attrs.get("constraints", [])
-
-    constrained = constraints if plan.objective.slo is not None else None
+    # SLO limits reach the samplers as the trials' constraints (Trial.set_constraint in _tell).
     if plan.objective.name == "pareto":
-        return optuna.samplers.NSGAIISampler(seed=0, constraints_func=constrained)
-    return optuna.samplers.TPESampler(seed=0, n_startup_trials=4, constraints_func=constrained, multivariate=True)
+        return optuna.samplers.NSGAIISampler(seed=0)
+    return optuna.samplers.TPESampler(seed=0, n_startup_trials=4, multivariate=True)
 
 
 def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
@@ -276,7 +273,10 @@ def _tell(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial, resul
         if not final:  # no information: run the same parameters again
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         return f"failed ({result.failure.value}{'' if final else ', will run again'}): {result.message}"
-    trial.set_user_attr("constraints", plan.objective.constraints(result))
+    constraints = plan.objective.constraints(result)
+    trial.set_user_attr("constraints", constraints)
+    for name, value in zip(plan.objective.constraint_names, constraints):
+        trial.set_constraint(name, value)
     trial.set_user_attr(ATTR_FINAL, True)
     if result.stopped_early and len(values) == 1:
         # Pruned, with what it measured before it was stopped as its last intermediate value.

@@ -62,6 +62,12 @@ class Objective:
             return [summary.goodput_rps or 0.0]
         return [summary.total_throughput, _finite(summary.ttft.p99)]
 
+    @property
+    def constraint_names(self) -> list[str]:
+        if self.slo is None:
+            return []
+        return [name for name, limit in (("ttft_p99_ms", self.slo.ttft_p99_ms), ("tpot_p99_ms", self.slo.tpot_p99_ms)) if limit is not None]
+
     def constraints(self, result: TrialResult) -> list[float]:
         """Optuna constraint values (<= 0 is feasible): how far P99 TTFT/TPOT exceed the SLO (ms)."""
         if self.slo is None or result.summary is None:
