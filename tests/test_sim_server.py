@@ -316,9 +316,21 @@ def test_sigterm_mid_stream_exits_0_promptly() -> None:
     assert json.loads(last[-2][6:])["meta_info"]["finish_reason"]["type"] == "abort"
 
 
+def _wait_for_sigterm_handler(pid: int, timeout_s: float = 30.0) -> None:
+    """Until the process catches SIGTERM (bit 15 of SigCgt in /proc/PID/status)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the server never installed its SIGTERM handler")
+
+
 def test_boot_delay_holds_the_port_and_sigterm_still_exits_0() -> None:
     with launch("--model-path", "26B-A4B", "--boot-delay", "30", wait_ready=False) as server:
-        time.sleep(1.0)
+        _wait_for_sigterm_handler(server.process.pid)  # past Python's start-up, whatever the machine's load
         assert not server.bound.is_set() and "Load weight end" not in server.output  # still "loading"
         start = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
