@@ -221,7 +221,7 @@ def _reclaim_orphans(study: optuna.Study, notify: Callable[[str], None]) -> None
     ]
     for trial in orphans:
         # A tuner killed while recording a result may have marked it final before telling it.
-        study._storage.set_trial_user_attr(trial._trial_id, ATTR_FINAL, False)
+        optuna.trial.Trial(study, trial._trial_id).set_user_attr(ATTR_FINAL, False)
     if orphans:
         notify(
             f"{len(orphans)} trial(s) were left running by a tuner that died; waiting up to {GRACE_S} s "
