@@ -8,7 +8,7 @@ install:
 	$(PIP) install -q -e .
 
 install-test:
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,dashboard]'
 
 run: install
 	autotune run --model 26B-A4B
@@ -16,4 +16,5 @@ run: install
 test: install-test
 	PYTHON=$(PYTHON) bash scripts/install-sglang-parser.sh
 	bash scripts/install-postgres.sh
+	bash scripts/install-chromium.sh
 	$(PYTHON) -m pytest

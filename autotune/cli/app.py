@@ -215,6 +215,7 @@ def _single_pool_note(model: ModelSpec) -> str:
 
 from autotune.cli.run import run_command  # noqa: E402  (registered below; keeps this module small)
 
+from autotune.cli.dashboard import dashboard_command, report_command  # noqa: E402
 from autotune.cli.serving import export_command, launch_command, rules_command  # noqa: E402
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}  # `-- <sglang args>`
@@ -222,6 +223,8 @@ app.command("run", context_settings=PASSTHROUGH)(user_errors(run_command))
 app.command("rules")(user_errors(rules_command))
 app.command("export")(user_errors(export_command))
 app.command("launch", context_settings=PASSTHROUGH)(user_errors(launch_command))
+app.command("dashboard")(user_errors(dashboard_command))
+app.command("report")(user_errors(report_command))
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autotune.cli.errors import fail
+from autotune.metrics import MetricsPortInUse, TunerMetrics, study_event_hook
 from autotune.models import load_model
 import sqlalchemy
 
@@ -95,6 +96,7 @@ def run_command(
     kv_budget_gb: Optional[float] = typer.Option(None, "--kv-budget-gb", help="Simulator only: pin the KV budget (decimal GB)."),
     time_scale: float = typer.Option(DEFAULT_TIME_SCALE, "--time-scale", help="Simulator only: run the simulated clock this many times faster than real time."),
     log_dir: Path = typer.Option(Path("autotune-logs"), "--log-dir", help="Where every trial's server log goes."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve the tuner's own Prometheus metrics on 127.0.0.1:PORT/metrics."),
 ) -> None:
     """Tune --swa-full-tokens-ratio for a model: one Optuna study per workload, persisted in --storage.
 
@@ -132,6 +134,12 @@ def run_command(
         fail(str(exc))
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
         fail(str(explain(exc.__cause__ or exc, store.url)))
+    metrics = TunerMetrics() if metrics_port is not None else None
+    if metrics is not None:
+        try:
+            metrics.serve(metrics_port)
+        except MetricsPortInUse as exc:
+            fail(str(exc))
     runner = _runner(choice.backend, parallel, tp, ray_address)
     outcomes: list[Outcome] = []
     try:
@@ -151,7 +159,14 @@ def run_command(
                         ratio = data["params"].get(RATIO)
                         progress.console.print(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f} -> {data['what']}", style="dim")
 
-                outcome = run_study(plan, optuna_storage, runner, on_event=on_event)
+                hook = study_event_hook(metrics, plan, capacity=runner.capacity) if metrics else None
+
+                def events(kind: str, data: dict[str, Any], on_event=on_event, hook=hook) -> None:
+                    if hook is not None:
+                        hook(kind, data)
+                    on_event(kind, data)
+
+                outcome = run_study(plan, optuna_storage, runner, on_event=events)
                 progress.update(task, completed=outcome.trials_finished)
                 record_outcome(store, plan, outcome)
                 outcomes.append(outcome)
@@ -163,5 +178,7 @@ def run_command(
         fail(str(explain(exc.__cause__ or exc, store.url)))
     finally:
         runner.close()
+        if metrics is not None:
+            metrics.close()
     _report(plans, outcomes)
     console.print(f"Saved in {store.display_url}: studies (optuna-dashboard), optima (autotune rules / export).")
