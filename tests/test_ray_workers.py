@@ -81,3 +81,18 @@ def test_worker_death_fails_the_trial_and_kills_its_server(cluster, tmp_path: Pa
         assert after.ok, after.message
     finally:
         pool.shutdown()
+
+
+def test_tensor_parallel_workers_hold_their_gpus_in_placement_groups(cluster, tmp_path: Path) -> None:
+    pool = WorkerPool(WorkerResources(gpus=2))
+    try:
+        assert pool.size == 2
+        groups = ray.util.placement_group_table()
+        assert sum(1 for g in groups.values() if g["state"] == "CREATED") >= 2
+        results = list(pool.run([spec(tmp_path, f"tp{i}") for i in range(2)]))
+    finally:
+        pool.shutdown()
+    assert all(r.ok for r in results), [r.message for r in results]
+    gpu_sets = [set(r.worker["cuda_visible_devices"].split(",")) for r in results]
+    assert all(len(g) == 2 for g in gpu_sets) and not gpu_sets[0] & gpu_sets[1]
+    assert not any(g["state"] == "CREATED" for g in ray.util.placement_group_table().values())

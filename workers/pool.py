@@ -16,7 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from workers.failures import FailureKind
 from workers.trial import TrialResult, TrialSpec, run_trial
@@ -88,6 +90,9 @@ class ClusterTooSmall(ValueError):
     pass
 
 
+PLACEMENT_TIMEOUT_S = 60.0
+
+
 def connect(address: str | None = None, **init_kwargs: Any) -> None:
     """Join a Ray cluster (`address`), or start a local one; idempotent."""
     if not ray.is_initialized():
@@ -111,12 +116,28 @@ class WorkerPool:
                 f"but the cluster holds {capacity}; use --parallel {capacity} or add GPUs"
             )
         self.size = num_workers or capacity
+        self._groups: list[Any] = []
         self.workers = [self._new_worker() for _ in range(self.size)]
         self._free = list(range(self.size))
         self._busy: dict[Any, tuple[int, TrialSpec]] = {}
 
     def _new_worker(self) -> Any:
-        return TrialWorker.options(**self.resources.actor_options()).remote()
+        options = self.resources.actor_options()
+        if self.resources.gpus > 1:
+            # Tensor-parallel trials: reserve the worker's GPUs as one bundle on one node, so no
+            # other trial's worker can be placed on any of them while it lives.
+            group = placement_group([{"GPU": self.resources.gpus}], strategy="STRICT_PACK")
+            try:
+                ray.get(group.ready(), timeout=PLACEMENT_TIMEOUT_S)
+            except GetTimeoutError:
+                remove_placement_group(group)
+                raise ClusterTooSmall(
+                    f"no node has {self.resources.gpus:g} free GPUs for a tensor-parallel worker "
+                    f"(waited {PLACEMENT_TIMEOUT_S:.0f} s); lower --parallel or --tp"
+                ) from None
+            self._groups.append(group)
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
+        return TrialWorker.options(**options).remote()
 
     @property
     def idle(self) -> int:
@@ -170,4 +191,6 @@ class WorkerPool:
     def shutdown(self) -> None:
         for worker in self.workers:
             ray.kill(worker)
-        self.workers = []
+        for group in self._groups:
+            remove_placement_group(group)
+        self.workers, self._groups = [], []
