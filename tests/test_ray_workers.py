@@ -96,3 +96,13 @@ def test_tensor_parallel_workers_hold_their_gpus_in_placement_groups(cluster, tm
     gpu_sets = [set(r.worker["cuda_visible_devices"].split(",")) for r in results]
     assert all(len(g) == 2 for g in gpu_sets) and not gpu_sets[0] & gpu_sets[1]
     assert not any(g["state"] == "CREATED" for g in ray.util.placement_group_table().values())
+
+
+def test_unreachable_cluster_address_fails_fast_and_clearly() -> None:
+    from workers.pool import ClusterUnreachable, _check_reachable
+    from workers.process import free_port
+
+    started = time.monotonic()
+    with pytest.raises(ClusterUnreachable, match="cannot reach the Ray cluster at 127.0.0.1:.*--ray-address"):
+        _check_reachable(f"127.0.0.1:{free_port()}")
+    assert time.monotonic() - started < 10

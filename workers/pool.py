@@ -93,9 +93,30 @@ class ClusterTooSmall(ValueError):
 PLACEMENT_TIMEOUT_S = 60.0
 
 
+class ClusterUnreachable(ValueError):
+    pass
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a head that does not answer: ray.init would retry for minutes."""
+    if address in ("auto", "local") or "://" in address:
+        return  # resolved by Ray itself (a local cluster, or the Ray client protocol)
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ClusterUnreachable(
+            f"cannot reach the Ray cluster at {address}: {reason}. Is `ray start --head` running there, "
+            "and is the address HOST:PORT of its GCS (default port 6379)? Check --ray-address."
+        ) from None
+
+
 def connect(address: str | None = None, **init_kwargs: Any) -> None:
     """Join a Ray cluster (`address`), or start a local one; idempotent."""
     if not ray.is_initialized():
+        if address:
+            _check_reachable(address)
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **init_kwargs)
 
 
