@@ -459,6 +459,15 @@ def test_unreachable_database_fails_fast_without_the_password(tmp_path: Path) ->
     assert not (tmp_path / "logs").exists()
 
 
+def test_wrong_postgres_credentials_are_named_without_the_password(pg_database: str, tmp_path: Path) -> None:
+    wrong = make_url(pg_database).set(password="not-the-password-xyz").render_as_string(hide_password=False)
+    result = invoke(run_args(wrong, tmp_path))
+    assert result.exit_code == 2, result.output
+    text = flat(result.stderr)
+    assert "not-the-password-xyz" not in result.output + result.stderr
+    assert "***" in text and ("password" in text.lower() or "authentication" in text.lower())
+
+
 def _read_only_run(db: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     db.chmod(0o444)
     before = db.read_bytes()
