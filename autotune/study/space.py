@@ -9,6 +9,7 @@ model, GPU and KV budget: infeasible ratios are never proposed.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,8 +158,14 @@ def load_space(path: Path) -> SearchSpace:
     )
 
 
+INSTALLED_DIR = Path(sys.prefix) / "share" / "swa-autotune" / "search_spaces"
+
+
 def search_space_dir() -> Path:
-    return Path(os.environ.get("AUTOTUNE_SEARCH_SPACES", DEFAULT_DIR))
+    """$AUTOTUNE_SEARCH_SPACES, else the checkout's search_spaces/, else the installed copy."""
+    if "AUTOTUNE_SEARCH_SPACES" in os.environ:
+        return Path(os.environ["AUTOTUNE_SEARCH_SPACES"])
+    return DEFAULT_DIR if DEFAULT_DIR.is_dir() else INSTALLED_DIR
 
 
 def select_space(model: ModelSpec, directory: Path | None = None) -> SearchSpace:
