@@ -96,7 +96,8 @@ def run_command(
     kv_budget_gb: Optional[float] = typer.Option(None, "--kv-budget-gb", help="Simulator only: pin the KV budget (decimal GB)."),
     time_scale: float = typer.Option(DEFAULT_TIME_SCALE, "--time-scale", help="Simulator only: run the simulated clock this many times faster than real time."),
     log_dir: Path = typer.Option(Path("autotune-logs"), "--log-dir", help="Where every trial's server log goes."),
-    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve the tuner's own Prometheus metrics on 127.0.0.1:PORT/metrics."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve the tuner's own Prometheus metrics (and /sd, the trial servers for Prometheus) on PORT."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address for --metrics-port (0.0.0.0 inside a cluster, so Prometheus can reach it)."),
 ) -> None:
     """Tune --swa-full-tokens-ratio for a model: one Optuna study per workload, persisted in --storage.
 
@@ -136,8 +137,10 @@ def run_command(
         fail(str(explain(exc.__cause__ or exc, store.url)))
     metrics = TunerMetrics() if metrics_port is not None else None
     if metrics is not None:
+        if metrics_host not in ("127.0.0.1", "localhost", "::1"):
+            console.print(f"[yellow]warning: the tuner's metrics are served on {metrics_host}:{metrics_port} without authentication")
         try:
-            metrics.serve(metrics_port)
+            metrics.serve(metrics_port, metrics_host)
         except MetricsPortInUse as exc:
             fail(str(exc))
     runner = _runner(choice.backend, parallel, tp, ray_address)
