@@ -1,7 +1,8 @@
 """The tuner's own Prometheus metrics (not the SGLang server's: those are scraped per trial).
 
 `TunerMetrics` holds its collectors in its own registry; `serve(port)` exposes them on
-127.0.0.1:PORT/metrics. `study_event_hook(metrics, plan)` turns the controller's
+127.0.0.1:PORT/metrics, and the trial servers running now (autotune/discovery.py) on /sd as
+Prometheus HTTP service discovery JSON. `study_event_hook(metrics, plan)` turns the controller's
 `on_event(kind, data)` events into metric updates:
 
     metrics = TunerMetrics(); metrics.serve(port)
@@ -12,11 +13,16 @@
 from __future__ import annotations
 
 import errno
+import json
 import threading
 import time
 from typing import Any, Callable
+from wsgiref.simple_server import make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+from autotune import discovery
 
 NAMESPACE = "autotune"
 STATES = ("complete", "fail", "pruned")
@@ -30,8 +36,9 @@ class MetricsPortInUse(Exception):
 
 
 class TunerMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, targets: discovery.Registry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.targets = targets if targets is not None else discovery.REGISTRY  # what /sd serves
         r = self.registry
         self.trials_started = Counter(f"{NAMESPACE}_trials_started", "Trials handed to a worker.", ["study"], registry=r)
         self.trials = Counter(f"{NAMESPACE}_trials", "Trials told to Optuna, by final state.", ["study", "state"], registry=r)
@@ -75,14 +82,28 @@ class TunerMetrics:
         self.boot_time.labels(study).observe(seconds)
 
     # -- exposition ---------------------------------------------------------------------------
+    def wsgi_app(self) -> Callable[..., Any]:
+        """/sd: the running trial servers as Prometheus HTTP-SD JSON; anything else: the metrics."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            if environ.get("PATH_INFO", "").rstrip("/") == "/sd":
+                body = json.dumps(self.targets.targets()).encode()
+                start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+                return [body]
+            return metrics_app(environ, start_response)
+
+        return app
+
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Expose /metrics on addr:port (loopback by default); returns the bound port (port 0: any free one)."""
+        """Expose /metrics and /sd on addr:port (loopback by default); returns the bound port (port 0: any free one)."""
         try:
-            server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+            server = make_server(addr, port, self.wsgi_app(), ThreadingWSGIServer, handler_class=_SilentHandler)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise MetricsPortInUse(f"--metrics-port {port}: the port is already in use on {addr}; choose another") from None
             raise
+        threading.Thread(target=server.serve_forever, daemon=True, name="tuner-metrics").start()
         self.server = server
         return int(server.server_port)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -28,6 +28,7 @@ from workers.trial import TrialResult, TrialSpec, run_trial
 class TrialWorker:
     def __init__(self) -> None:
         self._progress: dict[str, Any] = {"phase": "idle"}
+        self._server: dict[str, Any] = {}  # the running trial's server: trial_id, host, port
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -42,7 +43,7 @@ class TrialWorker:
 
     def progress(self) -> dict[str, Any]:
         with self._lock:
-            return dict(self._progress)
+            return {**self._progress, **self._server}
 
     def run(self, spec: TrialSpec) -> TrialResult:
         def report(phase: str, done: int, total: int) -> None:
@@ -54,7 +55,17 @@ class TrialWorker:
         if info["cuda_visible_devices"] is not None:
             env["CUDA_VISIBLE_DEVICES"] = info["cuda_visible_devices"]
         spec = replace(spec, server=replace(spec.server, env=env))
-        result = run_trial(spec, report)
+        host = ray.util.get_node_ip_address()
+
+        def on_server(port: int) -> None:
+            with self._lock:
+                self._server = {"trial_id": spec.trial_id, "host": host, "port": port}
+
+        try:
+            result = run_trial(spec, report, on_server)
+        finally:
+            with self._lock:
+                self._server = {}
         report("idle", 0, 0)
         return replace(result, worker=info)
 
@@ -91,6 +102,7 @@ class ClusterTooSmall(ValueError):
 
 
 PLACEMENT_TIMEOUT_S = 60.0
+REPLACE_TIMEOUT_S = 30.0  # how long a replacement for a dead worker may take to start
 
 
 class ClusterUnreachable(ValueError):
@@ -179,8 +191,21 @@ class WorkerPool:
         if not ready:
             return None
         slot, spec = self._busy.pop(ready[0])
-        self._free.append(slot)
         return self._result(ready[0], slot, spec)
+
+    def servers(self) -> list[dict[str, Any]]:
+        """The servers of running trials (trial_id, host, port), as their workers report them."""
+        refs = [self.workers[slot].progress.remote() for slot, _ in self._busy.values()]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0) if refs else ([], [])
+        found = []
+        for ref in ready:
+            try:
+                report = ray.get(ref)
+            except RayError:
+                continue
+            if report.get("port"):
+                found.append({key: report[key] for key in ("trial_id", "host", "port")})
+        return found
 
     def run(self, specs: list[TrialSpec]) -> Iterator[TrialResult]:
         """Run trials on the workers as they free up; yield results in completion order."""
@@ -194,17 +219,35 @@ class WorkerPool:
 
     def _result(self, ref: Any, slot: int, spec: TrialSpec) -> TrialResult:
         try:
-            return ray.get(ref)
+            result = ray.get(ref)
+            self._free.append(slot)
+            return result
         except (RayActorError, ActorDiedError, ActorUnavailableError) as exc:
-            self.workers[slot] = self._new_worker()  # replace the dead worker
+            self._replace_or_drop(slot)
             kind, what, error = FailureKind.WORKER_LOST, "the worker running this trial died", exc
         except RayTaskError as exc:
+            self._free.append(slot)
             kind, what, error = FailureKind.INTERNAL_ERROR, "the trial raised inside the worker", exc
         first_line = (str(error).strip().splitlines() or [""])[0]
         return TrialResult(
             trial_id=spec.trial_id, ok=False, backend=spec.server.backend, simulated=spec.server.simulated,
             command=(), failure=kind, message=f"{what}: {type(error).__name__}: {first_line}",
         )
+
+    def _replace_or_drop(self, slot: int) -> None:
+        """A dead worker is replaced where the cluster still has room for one; where it has not
+        (its node is gone), the pool shrinks rather than wait for ever on a worker Ray cannot place."""
+        if self.resources.fits(ray.cluster_resources()) >= self.size:
+            worker = self._new_worker()
+            ready, _ = ray.wait([worker.info.remote()], timeout=REPLACE_TIMEOUT_S)
+            if ready:
+                self.workers[slot] = worker
+                self._free.append(slot)
+                return
+            ray.kill(worker)  # Ray could not place it (its node is gone, not yet declared dead)
+        self.size -= 1
+        if self.size == 0:
+            raise ClusterTooSmall("every worker died and the cluster has no room for a new one")
 
     def progress(self) -> list[dict[str, Any]]:
         return ray.get([w.progress.remote() for w in self.workers])

@@ -122,9 +122,14 @@ async def _measure(
     return result, scraper
 
 
-def run_trial(spec: TrialSpec, progress: Progress | None = None) -> TrialResult:
+def run_trial(
+    spec: TrialSpec, progress: Progress | None = None, on_server: Callable[[int], None] | None = None
+) -> TrialResult:
+    """Boot, replay, stop. `on_server(port)` learns the server's port before it boots (service discovery)."""
     log_path = Path(spec.log_dir) / f"{spec.trial_id}.log"
     server = ServerProcess(spec.server, log_path, boot_timeout_s=spec.boot_timeout_s)
+    if on_server is not None:
+        on_server(server.port)
     started_at = time.time()
     base = dict(
         started_at=started_at,

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autotune.cli.errors import fail
+from autotune import discovery
 from autotune.metrics import MetricsPortInUse, TunerMetrics, study_event_hook
 from autotune.models import load_model
 import sqlalchemy
@@ -162,10 +163,11 @@ def run_command(
                         ratio = data["params"].get(RATIO)
                         progress.console.print(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f} -> {data['what']}", style="dim")
 
-                hook = study_event_hook(metrics, plan, capacity=runner.capacity) if metrics else None
+                hooks = [study_event_hook(metrics, plan, capacity=runner.capacity),
+                         discovery.discovery_event_hook(discovery.REGISTRY, plan)] if metrics else []
 
-                def events(kind: str, data: dict[str, Any], on_event=on_event, hook=hook) -> None:
-                    if hook is not None:
+                def events(kind: str, data: dict[str, Any], on_event=on_event, hooks=hooks) -> None:
+                    for hook in hooks:
                         hook(kind, data)
                     on_event(kind, data)
 

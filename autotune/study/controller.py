@@ -301,6 +301,7 @@ def run_study(
     heartbeat = _Heartbeat(storage)
     heartbeat.start()
     in_flight: dict[str, optuna.trial.Trial] = {}
+    announced: set[str] = set()
     try:
         while True:
             finished = len(_finished(study))
@@ -317,7 +318,12 @@ def run_study(
                 break
             result = runner.wait_one(timeout_s=1.0)
             if result is None:
+                for server in runner.servers():  # booted servers, for service discovery
+                    if server["trial_id"] in in_flight and server["trial_id"] not in announced:
+                        announced.add(server["trial_id"])
+                        on_event("server", {"trial": in_flight[server["trial_id"]].number, **server})
                 continue
+            announced.discard(result.trial_id)
             trial = in_flight.pop(result.trial_id)
             heartbeat.remove(trial._trial_id)
             what = _tell(study, plan, trial, result)

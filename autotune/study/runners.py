@@ -22,6 +22,8 @@ class TrialRunner(Protocol):
 
     def submit(self, spec: TrialSpec) -> None: ...
 
+    def servers(self) -> list[dict]: ...  # running trials' servers: trial_id, host, port
+
     def wait_one(self, timeout_s: float) -> TrialResult | None: ...
 
     def close(self) -> None: ...
@@ -74,6 +76,9 @@ class InProcessRunner:
     def submit(self, spec: TrialSpec) -> None:
         self._running.add(self._pool.submit(run_sim_fast, spec))
 
+    def servers(self) -> list[dict]:
+        return []  # in-process: no server to scrape
+
     def wait_one(self, timeout_s: float) -> TrialResult | None:
         done, _ = futures.wait(self._running, timeout=timeout_s, return_when=futures.FIRST_COMPLETED)
         if not done:
@@ -93,10 +98,16 @@ class RayRunner:
 
     def __init__(self, pool) -> None:  # workers.pool.WorkerPool
         self.pool = pool
-        self.capacity = pool.size
+
+    @property
+    def capacity(self) -> int:
+        return self.pool.size  # shrinks when a node is lost and its workers cannot be replaced
 
     def submit(self, spec: TrialSpec) -> None:
         self.pool.submit(spec)
+
+    def servers(self) -> list[dict]:
+        return self.pool.servers()
 
     def wait_one(self, timeout_s: float) -> TrialResult | None:
         return self.pool.wait_one(timeout_s)
