@@ -16,5 +16,5 @@ run: install
 test: install-test
 	PYTHON=$(PYTHON) bash scripts/install-sglang-parser.sh
 	bash scripts/install-postgres.sh
-	bash scripts/install-chromium.sh
+	bash scripts/install-system-tools.sh
 	$(PYTHON) -m pytest
