@@ -2,7 +2,7 @@
 (screenshot kept under artifacts/); a database without studies gets a helpful page; a busy port is
 a clear error. Also: `autotune report` and the idempotence of attaching plots.
 
-Chromium: Debian's `chromium` (scripts/install-chromium.sh)."""
+Chromium: Debian's `chromium` (scripts/install-system-tools.sh)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ CLI = ("import typer; from autotune.cli.dashboard import dashboard_command, repo
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.fail("chromium is not installed: run scripts/install-chromium.sh")
+        pytest.fail("chromium is not installed: run scripts/install-system-tools.sh")
     return path
 
 
