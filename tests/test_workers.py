@@ -74,7 +74,8 @@ def trial(tmp_path: Path, server: ServerSpec, **kwargs) -> TrialSpec:
 
 def test_trial_end_to_end_counts_match_the_servers_counters(tmp_path: Path) -> None:
     phases = []
-    result = run_trial(trial(tmp_path, sim_spec()), lambda phase, done, total: phases.append((phase, done, total)))
+    result = run_trial(trial(tmp_path, sim_spec(), scrape_interval_s=0.25),
+                       lambda phase, done, total: phases.append((phase, done, total)))
     assert result.ok, result.message
     assert result.simulated and result.backend == "sim"
     assert result.summary.completed == 24
