@@ -191,6 +191,7 @@ def test_trials_spread_over_two_nodes_and_survive_losing_one(two_node_cluster: d
     plan = build_plan(
         model=load_model(MODEL), model_ref=MODEL, gpu=load_gpu(SIM_GPU), workload=workload, backend="sim",
         objective=Objective("throughput"), n_trials=n_trials, log_dir=str(tmp_path / "logs"),
+        time_scale=1.0,  # real time: a trial lasts seconds, so the node dies while one runs there
     )
     plan = dataclasses.replace(plan, boot_timeout_s=60, hang_timeout_s=40, early_stop=False)
     storage = storage_for(pg_database)

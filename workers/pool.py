@@ -103,6 +103,7 @@ class ClusterTooSmall(ValueError):
 
 PLACEMENT_TIMEOUT_S = 60.0
 REPLACE_TIMEOUT_S = 30.0  # how long a replacement for a dead worker may take to start
+PROBE_TIMEOUT_S = 10.0  # how long an idle worker may take to answer "are you alive?"
 
 
 class ClusterUnreachable(ValueError):
@@ -224,6 +225,7 @@ class WorkerPool:
             return result
         except (RayActorError, ActorDiedError, ActorUnavailableError) as exc:
             self._replace_or_drop(slot)
+            self._probe_idle()  # its node may have taken idle workers with it
             kind, what, error = FailureKind.WORKER_LOST, "the worker running this trial died", exc
         except RayTaskError as exc:
             self._free.append(slot)
@@ -233,6 +235,17 @@ class WorkerPool:
             trial_id=spec.trial_id, ok=False, backend=spec.server.backend, simulated=spec.server.simulated,
             command=(), failure=kind, message=f"{what}: {type(error).__name__}: {first_line}",
         )
+
+    def _probe_idle(self) -> None:
+        """Ask every idle worker whether it is alive; replace (or drop) the dead, so no trial is
+        sent to a worker that went down with a lost node."""
+        probes = {slot: self.workers[slot].info.remote() for slot in list(self._free)}
+        for slot, probe in probes.items():
+            try:
+                ray.get(probe, timeout=PROBE_TIMEOUT_S)
+            except (RayActorError, ActorDiedError, ActorUnavailableError, GetTimeoutError):
+                self._free.remove(slot)
+                self._replace_or_drop(slot)
 
     def _replace_or_drop(self, slot: int) -> None:
         """A dead worker is replaced where the cluster still has room for one; where it has not
