@@ -20,14 +20,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import optuna
 import psutil
 import pytest
-import sqlalchemy as sa
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
 
 from autotune.hardware import load_gpu
 from autotune.models import load_model
@@ -119,19 +116,6 @@ def wait_for_nodes(count: int, timeout_s: float = 60) -> list[dict]:
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(alive)} of {count} Ray nodes came up in {timeout_s} s")
         time.sleep(0.5)
-
-
-@pytest.fixture
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh database on the session's PostgreSQL server, dropped afterwards."""
-    name = f"t_{uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Chromium: Debian's `chromium` (scripts/install-system-tools.sh)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import sqlite3

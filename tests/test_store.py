@@ -72,19 +72,6 @@ def optimum(**changes: object) -> OptimumRecord:
 
 
 # -- fixtures -----------------------------------------------------------------------------------
-@pytest.fixture
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh database on the session's server, dropped afterwards (open connections included)."""
-    name = f"t_{uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":

@@ -22,11 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from uuid import uuid4
 
 import optuna
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -203,19 +201,6 @@ def drop_dac_capabilities() -> list[str]:
         pytest.skip("running as root without setpriv (util-linux): cannot make a file read-only for root")
     drop = "-dac_override,-dac_read_search"
     return ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"]
-
-
-@pytest.fixture
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh database on the session's PostgreSQL server, dropped afterwards."""
-    name = f"t_{uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.dispose()
 
 
 # -- 1, 2: a study per workload, persisted and resumed ------------------------------------------

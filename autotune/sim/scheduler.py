@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from autotune.pools.sizing import SWA_EVICTION_INTERVAL
@@ -253,7 +253,6 @@ class Scheduler:
         return batch
 
     def _run_prefill(self, batch: list[tuple[SimRequest, int, bool]], now: float) -> StepReport:
-        cfg = self.config
         chunks = [PrefillChunk(extend_len=extend, prefix_len=req.prefilled) for req, extend, _ in batch]
         duration = self.timing.prefill_step_s(chunks)
         end = now + duration
@@ -330,7 +329,6 @@ class Scheduler:
         self.waiting.append(req)  # _add_request_to_queue(is_retracted=True): back of the queue
 
     def _run_decode(self, now: float) -> StepReport:
-        cfg = self.config
         per_step = self.timing.tokens_per_decode_step()
         whole = math.ceil(per_step)  # the most any request can get this step
         retracted = self._retract_if_needed(whole)
