@@ -111,3 +111,34 @@ def test_launch_command_line_parses(tmp_path) -> None:
     assert plan.argv[1:3] == ["-m", "sglang.launch_server"]
     args = server_args.prepare_server_args(plan.argv[3:])
     assert args.swa_full_tokens_ratio == 0.31 and args.port == 30001 and args.model_path == "/models/gemma"
+
+
+def test_the_real_gpu_studys_command_line_parses(tmp_path) -> None:
+    """What deploy/gpu-kit/validate.sh runs: --dummy-weights, a pinned mem fraction, Triton attention,
+    decode CUDA graphs on and prefill graphs off, from the plan the CLI builds."""
+    import optuna
+
+    from autotune.hardware import load_gpu
+    from autotune.models import load_model
+    from autotune.models.dummy import dummy_spec, write_dummy_model
+    from autotune.study.controller import _trial_spec, with_slo
+    from autotune.study.plan import build_plan
+    from autotune.workloads import parse_workload_arg
+
+    catalog = load_model("26B-A4B")
+    dummy = write_dummy_model(catalog, tmp_path)
+    plan = build_plan(
+        model=dummy_spec(catalog, dummy), model_ref=str(dummy.path), gpu=load_gpu("H200"),
+        workload=parse_workload_arg("docs/real-gpu/long-8k.yaml")[0], backend="sglang",
+        objective=with_slo("throughput", None), n_trials=5, mem_fraction_static=0.48, dummy_weights=True,
+        extra_args=("--attention-backend", "triton", "--sampling-backend", "pytorch", "--disable-prefill-cuda-graph"),
+    )
+    study = optuna.create_study()
+    trial = study.ask({"swa_full_tokens_ratio": optuna.distributions.FloatDistribution(0.1, 1.0)})
+    args = parse(_trial_spec(plan, trial, {"swa_full_tokens_ratio": 0.25}).server)
+    assert args.model_path == str(dummy.path)
+    assert (args.load_format, args.skip_tokenizer_init) == ("dummy", True)
+    assert args.swa_full_tokens_ratio == 0.25 and args.mem_fraction_static == 0.48
+    assert args.attention_backend == "triton" and args.sampling_backend == "pytorch"
+    assert args.disable_prefill_cuda_graph is True and not args.disable_cuda_graph  # decode graphs stay on
+    assert plan.server_version.endswith("+dummy-weights")

@@ -44,12 +44,22 @@ _OOM = re.compile(
 )
 
 
+# argparse's refusal of a flag or a --config key ("launch_server.py: error: unrecognized arguments: ...")
+_ARG_ERROR = re.compile(r"^[^\n:]{1,80}: error: [^\n]*", re.MULTILINE)
+# The last line of a Python traceback: what the server died of.
+_EXCEPTION = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception): [^\n]*", re.MULTILINE)
+
+
 def classify_boot_log(log: str) -> tuple[FailureKind, str] | None:
     """The failure a start-up log shows, with the line that says so, or None."""
     if match := _REFUSAL.search(log):
         return FailureKind.BOOT_REFUSED, match.group(0)
     if match := _OOM.search(log):
         return FailureKind.OUT_OF_MEMORY, match.group(0)
+    if match := _ARG_ERROR.search(log):
+        return FailureKind.BOOT_FAILED, f"SGLang rejected its arguments: {match.group(0)}"
+    if exceptions := _EXCEPTION.findall(log):
+        return FailureKind.BOOT_FAILED, exceptions[-1]
     return None
 
 

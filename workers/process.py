@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,17 @@ class ServerProcess:
         self.argv = spec.argv(self.port)
         self._proc: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
+        self._stop_lock = threading.Lock()  # its owner may stop it from another thread (Ctrl-C)
+        self._stopped = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        with self._stop_lock:  # never start a server its owner has already stopped
+            if self._stopped:
+                raise TrialFailure(FailureKind.BOOT_FAILED, "stopped by its owner before it started")
+            self._start_locked()
+
+    def _start_locked(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:  # a fresh log: an old ready line must not count
@@ -73,13 +82,16 @@ class ServerProcess:
 
     def wait_ready(self, poll_s: float = 0.25) -> BootInfo:
         """Block until ready; raise TrialFailure(BOOT_REFUSED/OUT_OF_MEMORY/BOOT_FAILED/BOOT_TIMEOUT)."""
-        assert self._proc is not None, "start() first"
+        proc = self._proc
+        assert proc is not None or self._stopped, "start() first"
         started = time.monotonic()
         deadline = started + self.boot_timeout_s
         with httpx.Client(timeout=2.0) as client:
             while True:
+                if self._stopped:
+                    raise TrialFailure(FailureKind.BOOT_FAILED, "stopped by its owner while booting", self.log_tail())
                 log = self.read_log()
-                if READY_LINE in log or (self._proc.poll() is None and self._healthy(client)):
+                if READY_LINE in log or (proc.poll() is None and self._healthy(client)):
                     layout = parse_pool_layout(log)
                     return BootInfo(
                         port=self.port,
@@ -87,10 +99,10 @@ class ServerProcess:
                         full_tokens=layout[0] if layout else None,
                         swa_tokens=layout[1] if layout else None,
                     )
-                if self._proc.poll() is not None:
+                if proc.poll() is not None:
                     log = self.read_log()
                     kind, line = classify_boot_log(log) or (
-                        FailureKind.BOOT_FAILED, f"server exited with code {self._proc.returncode} before it was ready"
+                        FailureKind.BOOT_FAILED, f"server exited with code {proc.returncode} before it was ready"
                     )
                     raise TrialFailure(kind, line, self.log_tail())
                 if time.monotonic() > deadline:
@@ -113,6 +125,11 @@ class ServerProcess:
         The leader is reaped only after the last signal to its group: until then its pid (the
         group id) cannot be reused, so a signal can never reach an unrelated process group.
         """
+        with self._stop_lock:
+            self._stopped = True
+            self._stop_locked(grace_s)
+
+    def _stop_locked(self, grace_s: float) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             _signal_group(proc.pid, signal.SIGTERM)

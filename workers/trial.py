@@ -21,6 +21,7 @@ from workers.process import ServerProcess
 from workers.early_stop import EarlyStop
 from workers.replay import ReplayConfig, ReplayResult, replay
 from workers.scrape import Scraper
+from workers.server_truth import ServerMemory, read_server_memory
 from workers.spec import ServerSpec
 
 Progress = Callable[[str, int, int], None]  # (phase, requests done, requests total)
@@ -64,6 +65,7 @@ class TrialResult:
     started_at: float | None = None  # wall clock (epoch seconds)
     finished_at: float | None = None
     stopped_early: bool = False  # clearly lost: the summary covers the requests finished by then
+    server_memory: ServerMemory | None = None  # the pools and budget as the server states them
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -72,6 +74,7 @@ class TrialResult:
         data["series"] = self.series.to_dict() if self.series else None
         data["samples"] = [s.to_dict() for s in self.samples]
         data["command"] = list(self.command)
+        data["server_memory"] = self.server_memory.to_dict() if self.server_memory else None
         return data
 
     @classmethod
@@ -82,6 +85,7 @@ class TrialResult:
         values["series"] = SeriesSummary(**data["series"]) if data.get("series") else None
         values["samples"] = tuple(MetricSample.from_dict(s) for s in data.get("samples", ()))
         values["command"] = tuple(data.get("command", ()))
+        values["server_memory"] = ServerMemory.from_dict(data["server_memory"]) if data.get("server_memory") else None
         return cls(**values)
 
 
@@ -123,13 +127,19 @@ async def _measure(
 
 
 def run_trial(
-    spec: TrialSpec, progress: Progress | None = None, on_server: Callable[[int], None] | None = None
+    spec: TrialSpec,
+    progress: Progress | None = None,
+    on_server: Callable[[int], None] | None = None,
+    on_process: Callable[[ServerProcess], None] | None = None,
 ) -> TrialResult:
-    """Boot, replay, stop. `on_server(port)` learns the server's port before it boots (service discovery)."""
+    """Boot, replay, stop. `on_server(port)` learns the server's port before it boots (service
+    discovery); `on_process` gets the server itself, for an owner that must be able to stop it."""
     log_path = Path(spec.log_dir) / f"{spec.trial_id}.log"
     server = ServerProcess(spec.server, log_path, boot_timeout_s=spec.boot_timeout_s)
     if on_server is not None:
         on_server(server.port)
+    if on_process is not None:
+        on_process(server)
     started_at = time.time()
     base = dict(
         started_at=started_at,
@@ -137,11 +147,14 @@ def run_trial(
         command=tuple(server.argv), log_path=str(log_path), port=server.port,
     )
     boot = None
+    memory = None
     try:
         server.start()
         if progress is not None:
             progress("boot", 0, len(spec.workload.requests))
         boot = server.wait_ready()
+        logged = (boot.full_tokens, boot.swa_tokens) if boot.full_tokens is not None else None
+        memory = read_server_memory(server.base_url, logged, keep=log_path.with_suffix(""))
         replayed, scraper = asyncio.run(_measure(spec, server, progress))
         outcomes, duration = replayed.outcomes, replayed.duration_s
         died = not server.alive  # requests can fail faster than the watchdog looks: ask the process
@@ -151,7 +164,7 @@ def run_trial(
             log_tail=failure.log_tail or server.log_tail(),
             boot_s=boot.boot_s if boot else None,
             full_tokens=boot.full_tokens if boot else None, swa_tokens=boot.swa_tokens if boot else None,
-            **base,
+            server_memory=memory, **base,
         )
     finally:
         server_exit = server.returncode
@@ -176,5 +189,5 @@ def run_trial(
         full_tokens=boot.full_tokens, swa_tokens=boot.swa_tokens,
         summary=summary, series=summarize_series(samples), samples=samples,
         server_counters=scraper.counter_deltas(),
-        client_counts=counts, stopped_early=replayed.stopped_early, **base,
+        client_counts=counts, stopped_early=replayed.stopped_early, server_memory=memory, **base,
     )

@@ -17,13 +17,14 @@ from autotune.cli.errors import fail
 from autotune import discovery
 from autotune.metrics import MetricsPortInUse, TunerMetrics, study_event_hook
 from autotune.models import load_model
+from autotune.models.dummy import CANNOT_TELL, dummy_spec, write_dummy_model
 import sqlalchemy
 
 from autotune.store import Store, StoreError
 from autotune.store.errors import explain
 from autotune.study.controller import Outcome, StudyPlan, run_study, storage_for, with_slo
 from autotune.study.plan import DEFAULT_SIM_GPU, DEFAULT_TIME_SCALE, build_plan, choose_backend, record_outcome, resolve_gpu
-from autotune.study.runners import InProcessRunner, RayRunner, TrialRunner
+from autotune.study.runners import InProcessRunner, LocalRunner, RayRunner, RunnerChoice, TrialRunner, choose_runner, local_gpu_ids
 from autotune.study.space import RATIO
 from autotune.workloads import parse_workload_arg
 
@@ -31,9 +32,12 @@ console = Console(highlight=False)
 DEFAULT_STORAGE = "sqlite:///autotune.db"
 
 
-def _runner(backend: str, parallel: int, tp: int, ray_address: str | None) -> TrialRunner:
-    if backend == "sim-fast":
+def _runner(backend: str, choice: RunnerChoice, parallel: int, tp: int, ray_address: str | None) -> TrialRunner:
+    console.print(choice.reason)
+    if choice.runner == "in-process":
         return InProcessRunner(parallel)
+    if choice.runner == "local":
+        return LocalRunner(parallel, gpus_per_trial=tp if backend == "sglang" else 0, gpu_ids=local_gpu_ids())
     from workers.pool import WorkerPool, WorkerResources, connect
 
     if backend == "sim":
@@ -89,6 +93,8 @@ def run_command(
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Database URL for studies, optima and rules (SQLite or PostgreSQL)."),
     backend: str = typer.Option("auto", "--backend", "-b", help="auto | sglang (real server) | sim (simulated server, same workers) | sim-fast (in-process, virtual time)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (default: start a local one)."),
+    runner: str = typer.Option("auto", "--runner", help="auto | ray (Ray workers, local or --ray-address cluster) | local (this node, no Ray: one trial per GPU). auto: Ray when installed."),
+    dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Tune without a checkpoint: boot a config-only model dir with --load-format dummy --skip-tokenizer-init (pools are exact; throughput is a guide)."),
     objective: str = typer.Option("throughput", "--objective", help="throughput (with SLO constraints) | goodput | pareto (throughput vs TTFT)."),
     slo: Optional[str] = typer.Option(None, "--slo", help="e.g. ttft_p99=2000,tpot_p99=50 (limits, ms) or ttft=..,tpot=.. for goodput."),
     page_size: Optional[int] = typer.Option(None, "--page-size", min=1, help="SGLang --page-size for every trial."),
@@ -117,7 +123,15 @@ def run_command(
     workloads = parse_workload_arg(workload)
     choice = choose_backend(backend)
     console.print(choice.reason)
+    runner_choice = choose_runner(runner, choice.backend, ray_address)
     profile = resolve_gpu(choice.backend, gpu)
+    if dummy_weights:
+        dummy = write_dummy_model(model, log_dir / "models")
+        model, model_ref = dummy_spec(model, dummy), str(dummy.path)
+        console.print(f"dummy weights: booting {dummy.architecture} from {dummy.path} (config only). "
+                      f"Not measured with dummy weights: {'; '.join(CANNOT_TELL)}.")
+        for note in dummy.notes:
+            console.print(f"[yellow]{note}")
     extra = tuple(ctx.args)
     study_objective = with_slo(objective, slo)
     plans = [
@@ -125,6 +139,7 @@ def run_command(
             model=model, model_ref=model_ref, gpu=profile, workload=w, backend=choice.backend, objective=study_objective,
             n_trials=trials, page_size=page_size, tp=tp, mem_fraction_static=mem_fraction_static,
             kv_budget_gb=kv_budget_gb, time_scale=time_scale, extra_args=extra, log_dir=str(log_dir),
+            dummy_weights=dummy_weights,
         )
         for w in workloads
     ]
@@ -144,7 +159,7 @@ def run_command(
             metrics.serve(metrics_port, metrics_host)
         except MetricsPortInUse as exc:
             fail(str(exc))
-    runner = _runner(choice.backend, parallel, tp, ray_address)
+    trial_runner = _runner(choice.backend, runner_choice, parallel, tp, ray_address)
     outcomes: list[Outcome] = []
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -163,7 +178,7 @@ def run_command(
                         ratio = data["params"].get(RATIO)
                         progress.console.print(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f} -> {data['what']}", style="dim")
 
-                hooks = [study_event_hook(metrics, plan, capacity=runner.capacity),
+                hooks = [study_event_hook(metrics, plan, capacity=trial_runner.capacity),
                          discovery.discovery_event_hook(discovery.REGISTRY, plan)] if metrics else []
 
                 def events(kind: str, data: dict[str, Any], on_event=on_event, hooks=hooks) -> None:
@@ -171,7 +186,7 @@ def run_command(
                         hook(kind, data)
                     on_event(kind, data)
 
-                outcome = run_study(plan, optuna_storage, runner, on_event=events)
+                outcome = run_study(plan, optuna_storage, trial_runner, on_event=events)
                 progress.update(task, completed=outcome.trials_finished)
                 record_outcome(store, plan, outcome)
                 outcomes.append(outcome)
@@ -182,7 +197,7 @@ def run_command(
         # The database went away or turned read-only mid-study: what was told is saved.
         fail(str(explain(exc.__cause__ or exc, store.url)))
     finally:
-        runner.close()
+        trial_runner.close()
         if metrics is not None:
             metrics.close()
     _report(plans, outcomes)

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from autotune.hardware import GPUProfile
 from autotune.models import ModelSpec
+from autotune.pools.check import PoolCheck, check_layout
 from autotune.pools import KVGeometry, WorkloadShape, analytic_optimum, default_chunked_prefill_size, min_feasible_ratio
 from autotune.serving_metrics import SLO
 from autotune.study.objective import RETRY, Objective
@@ -41,6 +42,7 @@ MAX_RETRY = 3
 ATTR_RESULT = "result"  # TrialResult.to_dict() without the per-request arrays
 ATTR_FINAL = "final"  # True once the trial counts towards --trials
 ATTR_OWNER = "owner"  # host:pid of the tuner that ran it
+ATTR_POOL_CHECK = "pool_check"  # the booted layout against the pool model (autotune/pools/check.py)
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,26 @@ def _tell(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial, resul
     """Record a result; returns what happened to the trial (for progress lines)."""
     trial.set_user_attr(ATTR_RESULT, _stored_result(result))
     trial.set_user_attr("simulated", result.simulated)
+    check = pool_check(plan, trial.params, result)
+    if check is not None:
+        trial.set_user_attr(ATTR_POOL_CHECK, check.to_dict())
+    mismatch = f" [{check.describe()}]" if check is not None and check.matches is False else ""
+    return _tell_values(study, plan, trial, result) + mismatch
+
+
+def pool_check(plan: StudyPlan, params: dict[str, Any], result: TrialResult) -> PoolCheck | None:
+    """The booted layout against the pool model (None when the server never stated one)."""
+    memory = result.server_memory
+    layout = memory.layout if memory else None
+    if layout is None or layout[1] is None or RATIO not in params:
+        return None
+    return check_layout(
+        plan.geometry(), float(params[RATIO]), plan.page_size, layout[0], layout[1],
+        memory.kvcache_gib, planned_budget_bytes=plan.budget_bytes,
+    )
+
+
+def _tell_values(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial, result: TrialResult) -> str:
     values = plan.objective.values(result)
     if values is None:
         final = result.failure not in RETRY

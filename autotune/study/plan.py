@@ -15,6 +15,7 @@ from typing import Any
 
 from autotune.hardware import GPUProfile, builtin_profiles, load_gpu
 from autotune.models import ModelSpec
+from autotune.models.dummy import DUMMY_LOAD_FLAGS
 from autotune.pools import estimate_budget, pinned_budget
 from autotune.store import GPURecord, ModelRecord, OptimumRecord, Store, WorkloadRecord
 from autotune.study.controller import Outcome, StudyPlan
@@ -76,13 +77,16 @@ def choose_backend(requested: str) -> BackendChoice:
     return BackendChoice("sim", f"backend sim: {missing}, so trials run on the simulated SGLang (results are labelled simulated)")
 
 
-def server_version(backend: str) -> str:
+def server_version(backend: str, dummy_weights: bool = False) -> str:
+    """The server a study's numbers come from. Dummy weights get studies of their own: pools are
+    the same, but throughput is not (random MoE routing)."""
+    suffix = "+dummy-weights" if dummy_weights else ""
     if backend == "sglang":
         try:
-            return f"sglang-{importlib.metadata.version('sglang')}"
+            return f"sglang-{importlib.metadata.version('sglang')}{suffix}"
         except importlib.metadata.PackageNotFoundError:
-            return "sglang-unknown"
-    return f"{backend}-{project_version()}"
+            return f"sglang-unknown{suffix}"
+    return f"{backend}-{project_version()}{suffix}"
 
 
 def resolve_gpu(backend: str, gpu: str | None) -> GPUProfile:
@@ -111,6 +115,7 @@ def build_plan(
     extra_args: tuple[str, ...] = (),
     log_dir: str = "autotune-logs",
     search_spaces: Path | None = None,
+    dummy_weights: bool = False,
 ) -> StudyPlan:
     if not model.hybrid_swa:
         raise ValueError(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")
@@ -121,6 +126,8 @@ def build_plan(
         flags["tp-size"] = tp
     if mem_fraction_static is not None:
         flags["mem-fraction-static"] = mem_fraction_static
+    if dummy_weights:
+        flags.update(DUMMY_LOAD_FLAGS)
     budget = (
         pinned_budget(kv_budget_gb) if kv_budget_gb is not None
         else estimate_budget(model, gpu, tp=tp, mem_fraction_static=mem_fraction_static)
@@ -135,7 +142,7 @@ def build_plan(
     path = Path(model_ref).expanduser()
     model_path = str(path.resolve()) if path.exists() else (model.name if backend != "sglang" else (model.hub_id or model_ref))
     return StudyPlan(
-        model=model, gpu=gpu, workload=workload, backend=backend, server_version=server_version(backend),
+        model=model, gpu=gpu, workload=workload, backend=backend, server_version=server_version(backend, dummy_weights),
         objective=objective, space=select_space(model, search_spaces), n_trials=n_trials, model_path=model_path,
         budget_bytes=budget.bytes, server_flags=flags, sim_flags=sim_flags, extra_args=extra_args, log_dir=log_dir,
     )
