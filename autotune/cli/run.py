@@ -50,6 +50,15 @@ def _runner(backend: str, choice: RunnerChoice, parallel: int, tp: int, ray_addr
     return RayRunner(WorkerPool(resources, num_workers=parallel))
 
 
+def _ratios(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise ValueError(f"--try {text!r}: give ratios separated by commas, e.g. --try 0.15,0.5") from None
+
+
 def _describe(result: dict[str, Any] | None) -> str:
     summary = (result or {}).get("summary") or {}
     if not summary:
@@ -94,6 +103,8 @@ def run_command(
     backend: str = typer.Option("auto", "--backend", "-b", help="auto | sglang (real server) | sim (simulated server, same workers) | sim-fast (in-process, virtual time)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (default: start a local one)."),
     runner: str = typer.Option("auto", "--runner", help="auto | ray (Ray workers, local or --ray-address cluster) | local (this node, no Ray: one trial per GPU). auto: Ray when installed."),
+    try_ratios: Optional[str] = typer.Option(None, "--try", help="Ratios to measure first, e.g. 0.15,0.5 (a hand rule to check); they count towards --trials."),
+    early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Stop trials that are clearly lost (SWA-bound with a queue that does not drain). SGLang's default 0.8 always runs in full."),
     dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Tune without a checkpoint: boot a config-only model dir with --load-format dummy --skip-tokenizer-init (pools are exact; throughput is a guide)."),
     objective: str = typer.Option("throughput", "--objective", help="throughput (with SLO constraints) | goodput | pareto (throughput vs TTFT)."),
     slo: Optional[str] = typer.Option(None, "--slo", help="e.g. ttft_p99=2000,tpot_p99=50 (limits, ms) or ttft=..,tpot=.. for goodput."),
@@ -139,7 +150,7 @@ def run_command(
             model=model, model_ref=model_ref, gpu=profile, workload=w, backend=choice.backend, objective=study_objective,
             n_trials=trials, page_size=page_size, tp=tp, mem_fraction_static=mem_fraction_static,
             kv_budget_gb=kv_budget_gb, time_scale=time_scale, extra_args=extra, log_dir=str(log_dir),
-            dummy_weights=dummy_weights,
+            dummy_weights=dummy_weights, try_ratios=_ratios(try_ratios), early_stop=early_stop,
         )
         for w in workloads
     ]

@@ -64,6 +64,7 @@ class StudyPlan:
     hang_timeout_s: float = 120.0
     boot_timeout_s: float = 900.0
     early_stop: bool = True  # stop trials that are clearly lost (workers/early_stop.py)
+    try_ratios: tuple[float, ...] = ()  # measured before the sampler's own picks (`--try`)
 
     @property
     def name(self) -> str:
@@ -207,6 +208,20 @@ def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
     return study
 
 
+def _enqueue_tries(study: optuna.Study, ratios: tuple[float, ...]) -> None:
+    """Ratios the user asked to measure (`--try`): queued unless a trial already measured it in
+    full or one is waiting to. A resumed study asked again does not run them twice."""
+    trials = study.get_trials(deepcopy=False)
+    for ratio in ratios:
+        covered = any(
+            abs(float(t.params.get(RATIO, -1)) - ratio) < 1e-9 and len(t.params) == 1
+            and t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+            for t in trials
+        )
+        if not covered:
+            study.enqueue_trial({RATIO: ratio}, user_attrs={"enqueued_as": "asked for (--try)"})
+
+
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials that count towards --trials: told by a tuner (state finished, marked final), and not
     a trial Optuna's heartbeat expired (a tuner died around it; its retry counts instead)."""
@@ -253,8 +268,13 @@ def _trial_spec(plan: StudyPlan, trial: optuna.trial.Trial, params: dict[str, An
         log_dir=plan.log_dir,
         hang_timeout_s=plan.hang_timeout_s,
         boot_timeout_s=plan.boot_timeout_s,
-        early_stop=EarlyStop() if plan.early_stop else None,
+        # SGLang's default is the baseline of every gain: it always runs to the end.
+        early_stop=EarlyStop() if plan.early_stop and not _is_default(params) else None,
     )
+
+
+def _is_default(params: dict[str, Any]) -> bool:
+    return abs(float(params.get(RATIO, -1)) - DEFAULT_RATIO) < 1e-9 and len(params) == 1
 
 
 def _stored_result(result: TrialResult) -> dict[str, Any]:
@@ -319,6 +339,7 @@ def run_study(
     """Run until `plan.n_trials` trials have finished (across restarts), then report."""
     study = open_study(plan, storage)
     _reclaim_orphans(study, lambda message: on_event("note", {"message": message}))
+    _enqueue_tries(study, plan.try_ratios)
     distributions = plan.space.distributions(plan.feasible_low())
     heartbeat = _Heartbeat(storage)
     heartbeat.start()
@@ -362,7 +383,7 @@ def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
     failed = [t for t in _finished(study) if t.state == TrialState.FAIL]
     pruned = [t for t in _finished(study) if t.state == TrialState.PRUNED]
     feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get("constraints", []))]
-    default = [t for t in done if abs(t.params.get(RATIO, -1) - DEFAULT_RATIO) < 1e-9 and len(t.params) == 1]
+    default = [t for t in done if _is_default(t.params)]
     if feasible:
         best = max(feasible, key=lambda t: (t.values[0], -(t.values[1] if len(t.values) > 1 else 0)))
     else:

@@ -16,7 +16,7 @@ from typing import Any
 from autotune.hardware import GPUProfile, builtin_profiles, load_gpu
 from autotune.models import ModelSpec
 from autotune.models.dummy import DUMMY_LOAD_FLAGS
-from autotune.pools import estimate_budget, pinned_budget
+from autotune.pools import estimate_budget, pinned_budget, validate_ratio
 from autotune.store import GPURecord, ModelRecord, OptimumRecord, Store, WorkloadRecord
 from autotune.study.controller import Outcome, StudyPlan
 from autotune.study.objective import Objective
@@ -116,6 +116,8 @@ def build_plan(
     log_dir: str = "autotune-logs",
     search_spaces: Path | None = None,
     dummy_weights: bool = False,
+    try_ratios: tuple[float, ...] = (),
+    early_stop: bool = True,
 ) -> StudyPlan:
     if not model.hybrid_swa:
         raise ValueError(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")
@@ -145,6 +147,7 @@ def build_plan(
         model=model, gpu=gpu, workload=workload, backend=backend, server_version=server_version(backend, dummy_weights),
         objective=objective, space=select_space(model, search_spaces), n_trials=n_trials, model_path=model_path,
         budget_bytes=budget.bytes, server_flags=flags, sim_flags=sim_flags, extra_args=extra_args, log_dir=log_dir,
+        try_ratios=tuple(validate_ratio(r) for r in try_ratios), early_stop=early_stop,
     )
 
 

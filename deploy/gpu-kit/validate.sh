@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Validate a GPU node with the offline kit, then run (or resume) a real study on it.
 #
-#   deploy/gpu-kit/validate.sh KIT.tar.xz OUTDIR [workload.yaml ...]
+#   deploy/gpu-kit/validate.sh KIT.tar.xz OUTDIR [workload.yaml[:TRIALS] ...]
 #
 # Steps: unpack the kit; `node.sh doctor`; boot real SGLang where it must fail (probe_failures.py:
 # a ratio too small for one window, a flag SGLang rejects) unless PROBES=0; then `autotune run
@@ -12,7 +12,9 @@
 # Knobs (environment): TRIALS (per workload, default 6), MFS (--mem-fraction-static, default 0.48:
 # an H100-80GB-sized KV budget on an H200), MODEL (26B-A4B), STUDY_DB (a .db to resume from),
 # DEADLINE_S (stop starting work after this many seconds and pack up; default 540), PROBES (1),
-# TRITON_CACHE_TAR (a .tar.gz of a previous run's Triton cache). No network is needed.
+# TRITON_CACHE_TAR (a .tar.gz of a previous run's Triton cache), RUN_ARGS (more `autotune run` options,
+# e.g. "--try 0.8"). No network is needed. Studies run from WORK, so the kit's own copy of autotune
+# is the one that runs, not a checkout's.
 set -euo pipefail
 
 kit_tar=${1:?usage: validate.sh KIT.tar.xz OUTDIR [workload.yaml ...]}
@@ -74,16 +76,21 @@ if [ "${PROBES:-1}" = 1 ]; then
 fi
 
 [ -n "${STUDY_DB:-}" ] && [ -f "$STUDY_DB" ] && cp "$STUDY_DB" "$work/real-study.db"
-for workload in "${workloads[@]}"; do
+for item in "${workloads[@]}"; do
+  workload=$(cd "$(dirname "${item%%:*}")" && pwd)/$(basename "${item%%:*}")
+  n=$trials
+  [[ "$item" == *:* ]] && n=${item##*:}
   budget=$(left)
   if [ "$budget" -lt 120 ]; then
     echo "== skipping $workload: only $budget s left"
     continue
   fi
-  echo "== study: $workload, $trials trials, $ngpu at once, deadline in $budget s ($(elapsed) s)"
+  echo "== study: $workload, $n trials, $ngpu at once, deadline in $budget s ($(elapsed) s)"
   # SIGINT at the deadline: finished trials are saved, servers stopped; the next run resumes.
-  timeout -s INT -k 90 "$budget" "$kit/node.sh" autotune run --backend sglang --runner local --dummy-weights \
-    --model "$model" --workload "$workload" --trials "$trials" --parallel "$ngpu" --mem-fraction-static "$mfs" \
-    --storage "sqlite:///$work/real-study.db" --log-dir "$work/logs" -- "${sglang_args[@]}" || echo "study exit code $?"
+  # shellcheck disable=SC2086  # RUN_ARGS is a list of options
+  (cd "$work" && timeout -s INT -k 90 "$budget" "$kit/node.sh" autotune run --backend sglang --runner local \
+    --dummy-weights --model "$model" --workload "$workload" --trials "$n" --parallel "$ngpu" \
+    --mem-fraction-static "$mfs" --storage "sqlite:///$work/real-study.db" --log-dir "$work/logs" ${RUN_ARGS:-} \
+    -- "${sglang_args[@]}") || echo "study exit code $?"
 done
 echo "== done in $(elapsed) s"
