@@ -535,3 +535,30 @@ def test_model_without_hybrid_pool_has_nothing_to_tune_and_writes_nothing(tmp_pa
     assert result.exit_code == 2, result.output
     assert "nothing to tune" in flat(result.stderr)
     assert existing.read_bytes() == before
+
+
+def test_try_ratios_run_once_even_when_the_default_is_already_queued(tmp_path) -> None:
+    """--try 0.8 on a new study: 0.8 is already queued as SGLang's default, so it must not run twice
+    (a waiting trial keeps its ratio in system_attrs, not params: the real study ran it twice)."""
+    import optuna
+
+    from autotune.study.controller import _enqueue_tries, open_study, storage_for
+
+    plan = _plan_for_try(tmp_path)
+    storage = storage_for(f"sqlite:///{tmp_path}/try.db")
+    study = open_study(plan, storage)
+    _enqueue_tries(study, (0.8, 0.33))
+    _enqueue_tries(study, (0.8, 0.33))  # asked again (resume): nothing new
+    waiting = [t.system_attrs["fixed_params"]["swa_full_tokens_ratio"] for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))]
+    assert sorted(waiting) == sorted(plan.first_ratios() + [0.33])
+
+
+def _plan_for_try(tmp_path):
+    from autotune.hardware import load_gpu
+    from autotune.models import load_model
+    from autotune.study.controller import with_slo
+    from autotune.study.plan import build_plan
+    from autotune.workloads import get_preset
+
+    return build_plan(model=load_model("26B-A4B"), model_ref="26B-A4B", gpu=load_gpu("H100"), workload=get_preset("chat"),
+                      backend="sim-fast", objective=with_slo("throughput", None), n_trials=4, log_dir=str(tmp_path))

@@ -85,9 +85,12 @@ def check_layout(
     predicted_full = predicted_swa = None
     matches = None
     if kvcache_gib is not None:
-        # The pools' bytes lie within a cell of the budget; widen the rounding by that much.
+        # kvcache is the pools' allocated bytes: the budget's floors leave up to a cell under the
+        # budget, and SGLang allocates one padding page per pool on top (seen on the real server:
+        # at ratio 0.021 the pools were 9 tokens' worth over the budget's share). Widen both ways.
         cell = geometry.cell_bytes(ratio) * page_size
-        lo = max(0, math.floor((kvcache_gib - KV_GIB_ROUNDING) * GIB))
+        padding = (geometry.full_bytes + geometry.swa_bytes) * page_size
+        lo = max(0, math.floor((kvcache_gib - KV_GIB_ROUNDING) * GIB - padding))
         hi = math.ceil((kvcache_gib + KV_GIB_ROUNDING) * GIB + cell)
         band = predict_layouts(geometry, BudgetInterval(lo, hi), ratio, page_size)
         predicted_full, predicted_swa = (band.full_min, band.full_max), (band.swa_min, band.swa_max)

@@ -211,13 +211,11 @@ def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
 def _enqueue_tries(study: optuna.Study, ratios: tuple[float, ...]) -> None:
     """Ratios the user asked to measure (`--try`): queued unless a trial already measured it in
     full or one is waiting to. A resumed study asked again does not run them twice."""
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING))
+    # A waiting trial has no params yet: enqueue_trial keeps them in system_attrs["fixed_params"].
+    planned = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials]
     for ratio in ratios:
-        covered = any(
-            abs(float(t.params.get(RATIO, -1)) - ratio) < 1e-9 and len(t.params) == 1
-            and t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-            for t in trials
-        )
+        covered = any(abs(float(p.get(RATIO, -1)) - ratio) < 1e-9 and len(p) == 1 for p in planned)
         if not covered:
             study.enqueue_trial({RATIO: ratio}, user_attrs={"enqueued_as": "asked for (--try)"})
 
