@@ -54,7 +54,7 @@ from autotune.pools.check import LeaveOneOut, leave_one_out  # noqa: E402
 from autotune.pools.inference import BudgetInterval, InconsistentLayout, infer_budget, infer_budget_from_layouts  # noqa: E402
 from autotune.pools.sizing import KVGeometry, PoolLayout, SWAPoolRefused, min_feasible_ratio  # noqa: E402
 from autotune.server_metrics import MetricSample, summarize_series  # noqa: E402
-from autotune.sim.config import SimServerConfig, start_up  # noqa: E402
+from autotune.sim.config import EMULATED_SGLANG_VERSION, SimServerConfig, start_up  # noqa: E402
 from autotune.sim.run import simulate  # noqa: E402
 from autotune.workloads import Workload, parse_workload_arg  # noqa: E402
 
@@ -251,6 +251,8 @@ class StudyCase:
     page_size: int
     chunked_prefill_size: int
     max_prefill_tokens: int
+    sglang_version: str = EMULATED_SGLANG_VERSION  # the real server's release: its scheduler rules
+    prefill_cuda_graph: bool = True  # False when the real trials ran with prefill graphs off
 
     @property
     def layouts(self) -> list[tuple[float, int, int]]:
@@ -372,7 +374,22 @@ def prepare_case(trials: Sequence[RealTrial], gpu: GPUProfile | None = None) -> 
         name=first.study, trials=list(trials), workload=workload, workload_note=workload_note, model=model,
         geometry=geometry, gpu=profile, budget_bytes=budget, budget_note=note, budget_interval=interval,
         trial_budgets=trial_budgets, page_size=page, chunked_prefill_size=chunk, max_prefill_tokens=max_prefill,
+        sglang_version=_release(first.server_version),
+        prefill_cuda_graph=not ({"--disable-prefill-cuda-graph", "--disable-cuda-graph"} & set(first.extra_args)),
     )
+
+
+def _release(server_version: str) -> str:
+    """"sglang-0.5.17+dummy-weights" -> "0.5.17" (the simulator's default for anything else)."""
+    match = re.match(r"sglang-(\d+\.\d+\.\d+)", server_version)
+    return match.group(1) if match else EMULATED_SGLANG_VERSION
+
+
+def as_before_calibration(case: StudyCase) -> StudyCase:
+    """The simulator as it was before the real-GPU study: 0.5.23's scheduler rules whatever the
+    server, and no separate cost for eager (graph-less) prefill steps."""
+    gpu = dataclasses.replace(case.gpu, eager_prefill_step_overhead_ms=None)
+    return dataclasses.replace(case, sglang_version=EMULATED_SGLANG_VERSION, prefill_cuda_graph=True, gpu=gpu)
 
 
 def group_studies(trials: Sequence[RealTrial]) -> dict[str, list[RealTrial]]:
@@ -392,6 +409,7 @@ def sim_config(case: StudyCase, ratio: float, profile: GPUProfile | None = None,
         model=case.model, gpu=profile or case.gpu, swa_full_tokens_ratio=ratio, page_size=case.page_size,
         chunked_prefill_size=case.chunked_prefill_size, max_prefill_tokens=case.max_prefill_tokens,
         kv_budget_bytes=budget_bytes if budget_bytes is not None else case.budget_bytes,
+        sglang_version=case.sglang_version, prefill_cuda_graph=case.prefill_cuda_graph,
     )
 
 
@@ -750,7 +768,7 @@ def parse_overrides(profile: GPUProfile, items: Sequence[str]) -> GPUProfile:
     return dataclasses.replace(profile, **changes, source=f"{profile.source}; overridden: {note}")
 
 
-def build_report(db: Path, gpu: str | None, overrides: Sequence[str]) -> tuple[str, bool]:
+def build_report(db: Path, gpu: str | None, overrides: Sequence[str], before: bool = False) -> tuple[str, bool]:
     trials = load_real_trials(db)
     shown = db.relative_to(REPO) if db.resolve().is_relative_to(REPO) else db
     lines = [
@@ -771,6 +789,11 @@ def build_report(db: Path, gpu: str | None, overrides: Sequence[str]) -> tuple[s
         base = load_gpu(gpu or study_trials[0].gpu)
         profile = parse_overrides(base, overrides)
         case = prepare_case(study_trials, profile)
+        if before:
+            case = as_before_calibration(case)
+        lines += [f"Simulator: SGLang {case.sglang_version} scheduler rules, prefill CUDA graphs "
+                  f"{'on' if case.prefill_cuda_graph else 'off (eager prefill overhead)'}"
+                  + (" [BEFORE calibration]" if before else ""), ""]
         text, match = report_case(case)
         all_match &= match
         lines.append(text)
@@ -784,8 +807,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, default=None, help="also write the report (markdown) here")
     parser.add_argument("--profile-override", action="append", default=[], metavar="KEY=VALUE",
                         help="replace a GPU profile field, e.g. decode_step_overhead_ms=3.0 (repeatable)")
+    parser.add_argument("--before", action="store_true",
+                        help="the simulator before calibration (0.5.23 rules for every server, no eager-prefill cost)")
     args = parser.parse_args(argv)
-    text, all_match = build_report(args.db, args.gpu, args.profile_override)
+    text, all_match = build_report(args.db, args.gpu, args.profile_override, before=args.before)
     print(text, end="")
     if args.write:
         args.write.parent.mkdir(parents=True, exist_ok=True)

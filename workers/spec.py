@@ -18,7 +18,7 @@ SERVER_MODULES: dict[str, str] = {
 }
 
 # Flags only the simulated server understands; never passed to real SGLang.
-SIM_ONLY_FLAGS = frozenset({"gpu", "kv-budget-gb", "speculative-accept-length", "time-scale", "boot-delay"})
+SIM_ONLY_FLAGS = frozenset({"gpu", "kv-budget-gb", "speculative-accept-length", "time-scale", "boot-delay", "sglang-version"})
 
 
 def flag_args(flags: Mapping[str, object]) -> list[str]:

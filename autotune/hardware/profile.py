@@ -52,6 +52,9 @@ class GPUProfile:
     spec_draft_factor: float
     spec_step_overhead_ms: float
     source: str = "datasheet + aiconfigurator tables (see gpus.yaml)"
+    # Prefill steps with prefill CUDA graphs off (--disable-prefill-cuda-graph): eager kernels launch
+    # one by one, a fixed cost far above the graphed step's. None: the same as prefill_step_overhead_ms.
+    eager_prefill_step_overhead_ms: float | None = None
 
     @property
     def memory_bytes(self) -> int:
@@ -84,7 +87,7 @@ def _profile_from_dict(name: str, data: dict[str, Any], source: str) -> GPUProfi
     unknown = sorted(set(data) - known - {"aliases"})
     if unknown:
         raise ValueError(f"GPU profile {name!r} ({source}): unknown keys {unknown}; known keys: {sorted(known)}")
-    missing = sorted(known - set(data) - {"prefill_attention_windowed"})
+    missing = sorted(known - set(data) - {"prefill_attention_windowed", "eager_prefill_step_overhead_ms"})
     if missing:
         raise ValueError(f"GPU profile {name!r} ({source}): missing keys {missing}")
     values = dict(data)

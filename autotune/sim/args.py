@@ -34,7 +34,7 @@ from autotune.hardware import GPUProfile, UnknownGPU, load_gpu
 from autotune.models import ModelSpec, load_model
 from autotune.models.spec import KV_DTYPE_BYTES
 from autotune.pools import pinned_budget
-from autotune.sim.config import DEFAULT_DECODE_LOG_INTERVAL, DEFAULT_MAX_PREFILL_TOKENS, SimServerConfig
+from autotune.sim.config import DEFAULT_DECODE_LOG_INTERVAL, DEFAULT_MAX_PREFILL_TOKENS, EMULATED_SGLANG_VERSION, SimServerConfig
 
 PROG = "python -m autotune.sim.server"
 DEFAULT_GPU = "H100-80GB"
@@ -50,11 +50,7 @@ _IGNORED_VALUED: dict[str, dict[str, Any]] = {
     "--random-seed": {"type": int, "default": None},
     "--dtype": {"default": "auto"},
 }
-_IGNORED_SWITCHES = (
-    "--disable-cuda-graph",
-    "--disable-prefill-cuda-graph",
-    "--trust-remote-code",
-)
+_IGNORED_SWITCHES = ("--trust-remote-code",)
 
 
 class ConfigFileError(ValueError):
@@ -88,12 +84,15 @@ class SimArgs:
     decode_log_interval: int
     context_length: int | None
     config: str | None
+    disable_cuda_graph: bool
+    disable_prefill_cuda_graph: bool
     # simulator-only
     gpu: str
     kv_budget_gb: float | None
     speculative_accept_length: float | None
     time_scale: float
     boot_delay: float
+    sglang_version: str
     # accepted, no effect on the simulation
     ignored: dict[str, Any]
 
@@ -136,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--decode-log-interval", type=int, default=DEFAULT_DECODE_LOG_INTERVAL)
     add("--context-length", type=int, default=None, help="Overrides the model's context length.")
     add("--config", default=None, help="A YAML file of flags (hyphenated keys); the command line wins.")
+    add("--disable-cuda-graph", action="store_true")
+    add("--disable-prefill-cuda-graph", action="store_true", help="Eager prefill: the GPU profile's eager step overhead.")
     for flag, kwargs in _IGNORED_VALUED.items():
         add(flag, help=argparse.SUPPRESS, **kwargs)
     for flag in _IGNORED_SWITCHES:
@@ -145,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--kv-budget-gb", type=float, default=None, help="Pin the KV budget (decimal GB, 10^9 bytes).")
     sim.add_argument("--speculative-accept-length", type=float, default=None, help="Simulated MTP: tokens per step.")
     sim.add_argument("--time-scale", type=float, default=1.0, help="Run the simulated clock this many times faster.")
+    sim.add_argument(
+        "--sglang-version", default=EMULATED_SGLANG_VERSION,
+        help=f"The SGLang release whose scheduler rules to follow (default {EMULATED_SGLANG_VERSION}; 0.5.17 differs).",
+    )
     sim.add_argument(
         "--boot-delay", type=float, default=0.0, help="Wall seconds of simulated weight loading before the port binds."
     )
@@ -285,6 +290,8 @@ def server_config(args: SimArgs, model: ModelSpec, gpu: GPUProfile) -> SimServer
         kv_cache_dtype=args.kv_cache_dtype,
         speculative_accept_length=args.speculative_accept_length,
         decode_log_interval=args.decode_log_interval,
+        sglang_version=args.sglang_version,
+        prefill_cuda_graph=not (args.disable_cuda_graph or args.disable_prefill_cuda_graph),
     )
     if config.hybrid and args.disable_radix_cache and args.max_running_requests is not None:
         # sglang.md §1: SGLang then sizes the SWA pool from the request cap

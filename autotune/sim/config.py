@@ -20,6 +20,16 @@ DEFAULT_MAX_PREFILL_TOKENS = 16384
 DEFAULT_DECODE_LOG_INTERVAL = 40
 
 
+EMULATED_SGLANG_VERSION = "0.5.23"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split("+")[0].split(".")[:3])
+    except ValueError:
+        raise ValueError(f"SGLang version {text!r}: use the release number, e.g. 0.5.17") from None
+
+
 @dataclass(frozen=True)
 class SimServerConfig:
     """The subset of `sglang.launch_server` flags the simulator honours, plus its own two."""
@@ -39,6 +49,20 @@ class SimServerConfig:
     kv_cache_dtype: str = "bf16"
     speculative_accept_length: float | None = None
     decode_log_interval: int = DEFAULT_DECODE_LOG_INTERVAL
+    sglang_version: str = EMULATED_SGLANG_VERSION  # the release whose scheduler rules to follow
+    prefill_cuda_graph: bool = True  # False: --disable-prefill-cuda-graph / --disable-cuda-graph (eager prefill)
+
+    @property
+    def fixed_length_full_reservation(self) -> bool:
+        """Whether admission reserves all of an ignore_eos request's remaining output: 0.5.23 does,
+        0.5.17 scales it by the new-token ratio like any request (checked in both releases' code)."""
+        return _version(self.sglang_version) > (0, 5, 17)
+
+    @property
+    def shrink_chunk_on_transient_swa_pressure(self) -> bool:
+        """0.5.17 admits a smaller chunk whenever the SWA budget does not fit; 0.5.23 waits unless
+        the request could never fit (prefill_budget.check_prefill: "transient pressure waits")."""
+        return _version(self.sglang_version) <= (0, 5, 17)
 
     @property
     def ratio(self) -> float:

@@ -54,6 +54,7 @@ class SimEngine:
         self.timing = TimingModel(
             config.model, config.gpu, config.tp_size,
             spec_accept_length=config.speculative_accept_length, kv_dtype=config.kv_cache_dtype,
+            prefill_cuda_graph=config.prefill_cuda_graph,
         )
         self.scheduler = Scheduler(
             SchedulerConfig(
@@ -65,6 +66,8 @@ class SimEngine:
                 max_prefill_tokens=config.max_prefill_tokens,
                 max_running_requests=self.startup.max_running_requests,
                 decode_log_interval=config.decode_log_interval,
+                fixed_length_full_reservation=config.fixed_length_full_reservation,
+                shrink_chunk_on_transient_swa_pressure=config.shrink_chunk_on_transient_swa_pressure,
             ),
             self.timing,
         )

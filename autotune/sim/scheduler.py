@@ -44,7 +44,25 @@ class SchedulerConfig:
     max_prefill_tokens: int = 16384
     max_running_requests: int = 2048
     decode_log_interval: int = 40
-    new_token_ratio: float = 1.0  # requests without ignore_eos; SGLang decays 0.7 -> 0.1, we keep it simple
+    # SGLang's NewTokenRatioTracker: the share of a running request's remaining output that admission
+    # reserves. Starts at SGLANG_INIT_NEW_TOKEN_RATIO (0.7), decays to 0.7 x 0.14 over 600 decode
+    # steps, is re-estimated after a retraction ((decoded + 20 per request) / max_new) and reset when
+    # idle. A low ratio after a retraction is what lets admission refill the pool at once.
+    init_new_token_ratio: float = 0.7
+    min_new_token_ratio_factor: float = 0.14
+    new_token_ratio_decay_steps: int = 600
+    retract_decode_steps: int = 20
+    # 0.5.23 reserves all of a fixed-length (ignore_eos) request's remaining output; 0.5.17 scales it
+    # by the ratio too (schedule_policy._get_running_request_total_token_offset in each release).
+    fixed_length_full_reservation: bool = True
+    # 0.5.17 shrinks a request's prefill chunk to whatever SWA room is left whenever its budget does
+    # not fit; 0.5.23 only for a request that could never fit ("transient pressure waits"). The
+    # 0.5.17 rule re-admits into a full SWA pool, which retracts again: the collapse seen on the H200.
+    shrink_chunk_on_transient_swa_pressure: bool = False
+
+    @property
+    def min_new_token_ratio(self) -> float:
+        return min(self.init_new_token_ratio * self.min_new_token_ratio_factor, 1.0)
 
     @property
     def hybrid(self) -> bool:
@@ -143,6 +161,7 @@ class Scheduler:
         self._log_start_s: float | None = None
         self.gen_throughput = 0.0
         self.last_decode_log: str | None = None
+        self.new_token_ratio = config.init_new_token_ratio
 
     # -- queue -------------------------------------------------------------------------------
     def add(self, request: SimRequest) -> None:
@@ -168,6 +187,7 @@ class Scheduler:
             return self._run_prefill(batch, now)
         if self.running:
             return self._run_decode(now)
+        self.new_token_ratio = self.config.init_new_token_ratio  # the idle loop resets the tracker
         return StepReport("idle", now, 0.0, 0)
 
     # -- prefill -----------------------------------------------------------------------------
@@ -178,7 +198,7 @@ class Scheduler:
             return []
         budget = _Budget(self.full, self.swa, cfg.page_size, self.window)
         for r in self.running:
-            ratio = 1.0 if r.ignore_eos else cfg.new_token_ratio
+            ratio = 1.0 if r.ignore_eos and cfg.fixed_length_full_reservation else self.new_token_ratio
             budget.total_offset += min(r.remaining_new_tokens, CLIP_MAX_NEW_TOKENS) * ratio
         rem_input = cfg.max_prefill_tokens
         rem_chunk = cfg.chunked_prefill_size
@@ -220,7 +240,7 @@ class Scheduler:
             if self.swa is not None:
                 needed = budget.swa_tokens(ceil_page(extend, cfg.page_size), max_new, chunk_limit)
                 if not needed < budget.remaining_swa:
-                    if needed < self.swa.capacity:
+                    if needed < self.swa.capacity and not cfg.shrink_chunk_on_transient_swa_pressure:
                         break  # the SWA budget fails: the request waits (reference §4)
                     cap = floor_page(int(budget.remaining_swa) - budget.swa_tokens(0, max_new, None), cfg.page_size)
                     if cap <= 0:
@@ -317,6 +337,17 @@ class Scheduler:
         self.counters.last_retracted = len(retracted)
         return retracted
 
+    def _track_new_token_ratio(self, retracted: list[SimRequest]) -> None:
+        """NewTokenRatioTracker: re-estimated from the requests kept after a retraction, else decayed."""
+        cfg = self.config
+        if retracted:
+            decoded = sum(r.generated for r in self.running)
+            max_new = sum(r.max_new_tokens for r in self.running)
+            self.new_token_ratio = min(1.0, (decoded + cfg.retract_decode_steps * len(self.running)) / (max_new + 1))
+        else:
+            decay = (cfg.init_new_token_ratio - cfg.min_new_token_ratio) / cfg.new_token_ratio_decay_steps
+            self.new_token_ratio = max(self.new_token_ratio - decay, cfg.min_new_token_ratio)
+
     def _retract(self, req: SimRequest) -> None:
         self.counters.retracted_input_tokens += req.prompt_len
         self.counters.retracted_output_tokens += req.generated
@@ -332,6 +363,7 @@ class Scheduler:
         per_step = self.timing.tokens_per_decode_step()
         whole = math.ceil(per_step)  # the most any request can get this step
         retracted = self._retract_if_needed(whole)
+        self._track_new_token_ratio(retracted)
         if not self.running:  # everything was retracted: nothing to decode, the next step prefills
             return StepReport("retract", now, 0.0, 0, retracted=tuple(retracted))
         if not self._decode_fits(self.running, whole):

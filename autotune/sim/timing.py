@@ -96,6 +96,7 @@ class TimingModel:
         spec_accept_length: float | None = None,
         spec_draft_tokens: int = 4,
         kv_dtype: str = "bf16",
+        prefill_cuda_graph: bool = True,
     ) -> None:
         if tp < 1:
             raise ValueError(f"tp must be >= 1, got {tp}")
@@ -107,6 +108,8 @@ class TimingModel:
         self.spec_accept_length = spec_accept_length
         self.draft_tokens = spec_draft_tokens if spec_accept_length is not None else 1
         self.kv_dtype = kv_dtype
+        eager = gpu.eager_prefill_step_overhead_ms
+        self.prefill_overhead_s = (gpu.prefill_step_overhead_ms if prefill_cuda_graph or eager is None else eager) / 1e3
 
         p = model.params
         # One bytes-per-parameter figure for the whole checkpoint (published size / estimated
@@ -149,7 +152,7 @@ class TimingModel:
         attention = sum(k.count * self.prefill_attention_layer_s(k.name, chunks) for k in self.layer_kinds)
         # SGLang computes logits only for each chunk's last position.
         gpu_s = self._linear_s(tokens, logits=len(chunks)) + attention + self._allreduce_s(tokens)
-        return gpu_s + self.gpu.prefill_step_overhead_ms / 1e3
+        return gpu_s + self.prefill_overhead_s
 
     def tokens_per_decode_step(self) -> float:
         """Output tokens one decode step yields per request: 1, or the speculative accept length."""
@@ -179,7 +182,7 @@ class TimingModel:
             "allreduce_latency_us": g.allreduce_latency_us if self.tp > 1 else None,
             "allreduce_busbw_gbs": g.allreduce_busbw_gbs if self.tp > 1 else None,
             "decode_step_overhead_ms": g.decode_step_overhead_ms,
-            "prefill_step_overhead_ms": g.prefill_step_overhead_ms,
+            "prefill_step_overhead_ms": round(self.prefill_overhead_s * 1e3, 3),
             "spec_accept_length": self.spec_accept_length,
             "spec_draft_tokens": self.draft_tokens if self.spec_accept_length is not None else None,
             "spec_draft_factor": g.spec_draft_factor if self.spec_accept_length is not None else None,

@@ -1,0 +1,246 @@
+"""The offline GPU kit (deploy/gpu-kit/): node.sh doctor's checks, fast, and the real build, slow.
+
+The slow tests run `bash deploy/gpu-kit/build.sh` once (PyPI needed the first time; downloads are cached in
+dist/.gpu-kit-cache/ or $SWA_KIT_CACHE), unpack the tarball, and run the kit's autotune on a Python 3.12 that
+stands in for the GPU node: a venv holding exactly the node image's copies of what the project imports from it
+(deploy/gpu-kit/node-emulation-py312.txt). torch is not there, so sglang itself is not imported here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KIT_SRC = REPO / "deploy" / "gpu-kit"
+NODE_SH = KIT_SRC / "node.sh"
+KIT_NAME = "swa-autotune-gpu-kit-sglang0.5.17-py312-sm90"
+LIMIT_MB = 60
+CACHE = Path(os.environ.get("SWA_KIT_CACHE") or REPO / "dist" / ".gpu-kit-cache")
+HERE_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+# -- fast: node.sh doctor against a small fake kit --------------------------------------------------
+
+FAKE_TORCH = '''
+__version__ = "{version}"
+class version:
+    cuda = "13.0"
+class _Props:
+    total_memory = 141 * 2**30
+class cuda:
+    is_available = staticmethod(lambda: {gpus} > 0)
+    device_count = staticmethod(lambda: {gpus})
+    get_device_capability = staticmethod(lambda i: (9, 0))
+    get_device_name = staticmethod(lambda i: "NVIDIA H200")
+    get_device_properties = staticmethod(lambda i: _Props())
+'''
+
+MISSING_TORCH = 'raise ModuleNotFoundError("No module named \'torch\'", name="torch")\n'
+
+
+def fake_kit(root: Path, torch_source: str | None, python: str = HERE_PY) -> Path:
+    """A kit directory with node.sh, a manifest, and stub sglang/sgl_kernel modules (torch as given)."""
+    kit = root / "kit"
+    site = kit / "site"
+    for mod in ("sglang/__init__.py", "sglang/srt/__init__.py", "sglang/srt/server_args.py", "sgl_kernel/__init__.py"):
+        (site / mod).parent.mkdir(parents=True, exist_ok=True)
+        (site / mod).write_text("")
+    if torch_source is not None:
+        (site / "torch").mkdir()
+        (site / "torch" / "__init__.py").write_text(torch_source)
+    shutil.copy(NODE_SH, kit / "node.sh")
+    (kit / "manifest.json").write_text(json.dumps({
+        "sglang": "0.5.17", "torch_required": "2.11.0", "python": python, "arch": "sm90",
+        "built_at": "2026-11-28T00:00:00Z", "project": {"git_commit": "0" * 40}, "distributions": [],
+    }))
+    return kit
+
+
+def doctor(kit: Path, tmp_path: Path, python: str = sys.executable) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": python, "PYTHONPATH": str(REPO), "TRITON_CACHE_DIR": str(tmp_path / "triton")}
+    return subprocess.run(["bash", str(kit / "node.sh"), "doctor"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_doctor_passes_with_the_right_torch_and_a_gpu(tmp_path):
+    kit = fake_kit(tmp_path, FAKE_TORCH.format(version="2.11.0+cu130", gpus=1))
+    result = doctor(kit, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok    torch 2.11.0+cu130" in result.stdout
+    assert "GPU 0: NVIDIA H200 (sm90" in result.stdout
+    assert "ok    import sglang.srt.server_args" in result.stdout
+    assert "warn  import autotune.cli.app from" in result.stdout  # the checkout's copy here, not the kit's
+    assert "all good" in result.stdout
+
+
+def test_doctor_names_the_fix_when_torch_mismatches(tmp_path):
+    kit = fake_kit(tmp_path, FAKE_TORCH.format(version="2.13.0+cu130", gpus=1))
+    result = doctor(kit, tmp_path)
+    assert result.returncode != 0
+    out = result.stdout
+    assert "FAIL  torch 2.13.0+cu130 found, but this kit's sglang 0.5.17 needs torch 2.11.0" in out
+    assert "build.sh --torch 2.13.0" in out
+    assert "1 problem(s)" in out
+
+
+def test_doctor_says_torch_is_missing_and_not_shipped(tmp_path):
+    kit = fake_kit(tmp_path, MISSING_TORCH)
+    result = doctor(kit, tmp_path)
+    assert result.returncode != 0
+    assert "FAIL  torch is not importable" in result.stdout
+    assert "The kit does not ship torch" in result.stdout
+    assert "skip  import sglang: it needs torch" in result.stdout
+    assert "1 problem(s)" in result.stdout
+
+
+def test_doctor_fails_without_a_gpu(tmp_path):
+    kit = fake_kit(tmp_path, FAKE_TORCH.format(version="2.11.0", gpus=0))
+    result = doctor(kit, tmp_path)
+    assert result.returncode != 0
+    assert "no CUDA GPU visible" in result.stdout
+
+
+def test_doctor_rejects_another_python_and_a_missing_interpreter(tmp_path):
+    kit = fake_kit(tmp_path, FAKE_TORCH.format(version="2.11.0", gpus=1), python="3.99")
+    result = doctor(kit, tmp_path)
+    assert result.returncode != 0
+    assert "the kit was built for Python 3.99" in result.stdout
+
+    result = doctor(kit, tmp_path, python=str(tmp_path / "no-such-python"))
+    assert result.returncode != 0
+    assert "not found. Set PYTHON to the node image's Python 3" in result.stderr
+
+
+def test_node_sh_env_puts_the_kit_first(tmp_path):
+    kit = fake_kit(tmp_path, None)
+    env = {**os.environ, "PYTHONPATH": "/elsewhere"}
+    env.pop("TRITON_CACHE_DIR", None)
+    out = subprocess.run(["bash", str(kit / "node.sh"), "env"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert f"export PYTHONPATH={kit / 'site'}:/elsewhere" in out
+    assert "export HF_HUB_OFFLINE=1" in out and "export TRANSFORMERS_OFFLINE=1" in out
+    assert f"export SWA_AUTOTUNE_KIT={kit}" in out
+    assert "swa-autotune/triton" in out
+
+
+# -- slow: the real build --------------------------------------------------------------------------
+
+def _python312() -> str | None:
+    for candidate in (shutil.which("python3.12"), "/root/.pyenv/versions/3.12.1/bin/python3.12"):
+        if not candidate or not Path(candidate).exists():
+            continue
+        probe = subprocess.run([candidate, "-c", "import sys, venv; print(sys.version_info[:2] == (3, 12))"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def built_kit(tmp_path_factory):
+    """Run build.sh once: (tarball path, build stdout, unpacked kit dir)."""
+    out = tmp_path_factory.mktemp("gpu-kit")
+    result = subprocess.run(["bash", str(KIT_SRC / "build.sh"), "--out", str(out), "--cache", str(CACHE)],
+                            cwd=REPO, capture_output=True, text=True, timeout=1700)
+    assert result.returncode == 0, f"build.sh failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    tarball = out / f"{KIT_NAME}.tar.xz"
+    assert tarball.is_file(), result.stdout
+    unpacked = out / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-xJf", str(tarball), "-C", str(unpacked)], check=True)
+    return tarball, result.stdout, unpacked
+
+
+@pytest.fixture(scope="module")
+def node_python(built_kit):
+    """A Python 3.12 venv holding the node image's copies of what the project imports (see the module doc)."""
+    py312 = _python312()
+    if py312 is None:
+        pytest.skip("python3.12 is not available here: it stands in for the GPU node's Python")
+    spec = KIT_SRC / "node-emulation-py312.txt"
+    digest = hashlib.sha256(spec.read_bytes()).hexdigest()[:12]
+    venv = CACHE / f"node-venv-py312-{digest}"
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([py312, "-m", "venv", str(venv)], check=True, timeout=300)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--only-binary=:all:", "-r", str(spec)],
+                       check=True, timeout=600)
+        (venv / ".complete").write_text(digest)
+    return str(python)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_kit_size_is_printed_and_within_the_limit(built_kit):
+    tarball, stdout, _ = built_kit
+    m = re.search(r"^kit size: ([0-9.]+) MB \(([0-9]+) bytes", stdout, re.M)
+    assert m, f"build.sh did not print the kit size:\n{stdout}"
+    assert int(m.group(2)) == tarball.stat().st_size
+    assert tarball.stat().st_size <= LIMIT_MB * 1_000_000, f"kit is {m.group(1)} MB, over {LIMIT_MB} MB"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_kit_holds_what_the_node_needs_and_nothing_trimmed(built_kit):
+    tarball, _, unpacked = built_kit
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+    for needed in ("node.sh", "manifest.json", "README.md", "search_spaces/default.yaml",
+                   "site/sglang/srt/server_args.py", "site/sgl_kernel/__init__.py", "site/autotune/cli/app.py",
+                   "site/workers/__init__.py", "site/transformers/__init__.py", "site/optuna/__init__.py"):
+        assert needed in names, f"{needed} missing from the kit"
+    assert not [n for n in names if n.endswith("flash_ops.abi3.so")]
+    assert not [n for n in names if n.startswith("site/sgl_kernel/sm100/")]
+    assert not [n for n in names if "/__pycache__/" in n]
+    assert not [n for n in names if n.startswith(("site/torch/", "site/ray/", "site/triton/"))]
+    assert os.access(unpacked / "node.sh", os.X_OK)
+
+    manifest = json.loads((unpacked / "manifest.json").read_text())
+    assert (manifest["sglang"], manifest["torch_required"], manifest["python"], manifest["arch"]) == (
+        "0.5.17", "2.11.0", "3.12", "sm90")
+    versions = {d["name"].lower(): d["version"] for d in manifest["distributions"]}
+    assert versions["sglang"] == "0.5.17" and versions["transformers"] == "5.12.1"
+    assert versions["swa-autotune"]
+    assert not {"torch", "ray", "triton"} & set(versions)
+    trimmed = {group["pattern"]: group for group in manifest["trimmed"]}
+    assert trimmed["sgl_kernel/flash_ops.abi3.so"]["paths"] == ["sgl_kernel/flash_ops.abi3.so"]
+    assert trimmed["sgl_kernel/flash_ops.abi3.so"]["bytes"] > 1_000_000_000
+    assert trimmed["sgl_kernel/sm100/*"]["files"] >= 1
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", manifest["project"]["git_commit"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_kit_runs_autotune_on_the_nodes_python(built_kit, node_python, tmp_path):
+    _, _, unpacked = built_kit
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(PYTHONPATH=str(unpacked / "site"), PYTHONNOUSERSITE="1")
+    imported = subprocess.run([node_python, "-c", "import autotune.cli.app, workers.trial, optuna, sqlalchemy, alembic;"
+                               "import autotune; print(autotune.__file__)"],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip().startswith(str(unpacked / "site"))
+
+    helped = subprocess.run([node_python, "-m", "autotune.cli.app", "--help"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert helped.returncode == 0, helped.stderr
+    assert "run" in helped.stdout
+
+    # The same through node.sh, as on the node (its PYTHON, its environment).
+    env.pop("PYTHONPATH")
+    via_node = subprocess.run(["bash", str(unpacked / "node.sh"), "autotune", "run", "--help"],
+                              env={**env, "PYTHON": node_python, "TRITON_CACHE_DIR": str(tmp_path / "triton")},
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert via_node.returncode == 0, via_node.stderr
+    assert "--swa-full-tokens-ratio" in via_node.stdout or "--model" in via_node.stdout
