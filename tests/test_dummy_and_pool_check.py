@@ -85,3 +85,33 @@ def test_leave_one_out_predicts_each_real_layout_from_the_others(geometry) -> No
 
 def test_dummy_flags_are_sglangs() -> None:
     assert DUMMY_LOAD_FLAGS == {"load-format": "dummy", "skip-tokenizer-init": True}
+
+
+def test_run_with_dummy_weights_end_to_end(tmp_path) -> None:
+    """`autotune run --dummy-weights`: the config-only model directory, SGLang's dummy-load flags on
+    every trial, a study of its own, the pool check stored per trial, and the caveat printed."""
+    import optuna
+    from typer.testing import CliRunner
+
+    from autotune.cli.app import app
+
+    db = f"sqlite:///{tmp_path}/dummy.db"
+    result = CliRunner().invoke(app, [
+        "run", "--backend", "sim-fast", "--dummy-weights", "--model", "26B-A4B", "--workload", "docs/real-gpu/long-8k.yaml",
+        "--trials", "3", "--try", "0.3", "--storage", db, "--log-dir", str(tmp_path / "logs"), "--gpu", "H200",
+        "--mem-fraction-static", "0.48", "--", "--disable-prefill-cuda-graph",
+    ], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Dummy weights: pool layouts and memory-bound behaviour are exact" in result.output
+    configs = list((tmp_path / "logs" / "models").glob("*/config.json"))
+    assert len(configs) == 1 and json.loads(configs[0].read_text())["architectures"] == ["Gemma4ForCausalLM"]
+    (summary,) = optuna.get_all_study_summaries(db)
+    assert summary.study_name.endswith("+dummy-weights")
+    study = optuna.load_study(study_name=summary.study_name, storage=db)
+    assert any("dummy weights" in note for note in study.user_attrs["model_notes"])
+    trials = study.get_trials()
+    assert {round(t.params["swa_full_tokens_ratio"], 3) for t in trials} >= {0.8, 0.3}  # --try ran
+    for trial in trials:
+        command = trial.user_attrs["result"]["command"]
+        assert "--load-format" in command and "dummy" in command and "--skip-tokenizer-init" in command
+        assert trial.user_attrs["pool_check"]["matches"] is True

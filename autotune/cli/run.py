@@ -90,6 +90,9 @@ def _report(plans: list[StudyPlan], outcomes: list[Outcome]) -> None:
     if simulated:
         console.print("Simulated results: from autotune's simulated SGLang, not a GPU. Rank ratios with them; "
                       "confirm on real SGLang (--backend sglang) before serving.")
+    if any(plan.server_flags.get("load-format") == "dummy" for plan in plans):
+        console.print("Dummy weights: pool layouts and memory-bound behaviour are exact; not measured: "
+                      + "; ".join(CANNOT_TELL) + ". Re-run the best ratios with the checkpoint before serving.")
 
 
 def run_command(

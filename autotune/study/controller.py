@@ -201,6 +201,7 @@ def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
             "objective_labels": plan.objective.labels, "search_space": plan.space.name,
             "server_flags": plan.server_flags, "extra_args": list(plan.extra_args),
             "slo": plan.objective.slo.__dict__ if plan.objective.slo else None,
+            "model_notes": list(plan.model.notes),  # e.g. what dummy weights cannot tell
         }.items():
             study.set_user_attr(key, value)
         for ratio in plan.first_ratios():
