@@ -54,7 +54,9 @@ class ServerProcess:
         self.argv = spec.argv(self.port)
         self._proc: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
-        self._stop_lock = threading.Lock()  # its owner may stop it from another thread (Ctrl-C)
+        # Its owner may stop it from another thread (LocalRunner.close). Re-entrant: a Ctrl-C landing
+        # between acquiring and entering the block must not leave the stop in finally waiting on itself.
+        self._stop_lock = threading.RLock()
         self._stopped = False
 
     # -- lifecycle ---------------------------------------------------------------------------
