@@ -142,7 +142,16 @@ def test_stopped_server_is_a_hang(tmp_path: Path) -> None:
 def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
-        import sys
+        import faulthandler, signal, sys
+        def report(*_):  # the test asks for this if the trial hangs: stacks and the state of SIGINT
+            print("SIGINT handler:", signal.getsignal(signal.SIGINT), "pending:", signal.sigpending(),
+                  "blocked:", signal.pthread_sigmask(signal.SIG_BLOCK, []), flush=True)
+            faulthandler.dump_traceback(all_threads=True)
+        signal.signal(signal.SIGUSR1, report)
+        # A tuner started from a terminal has Python's Ctrl-C handler. A child of this test process
+        # can inherit SIGINT ignored (seen in full runs: something in the pytest process sets it for
+        # a moment), and a process that ignores SIGINT is not what this test is about.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(ROOT)!r})
         from autotune.workloads import get_preset
         from workers.spec import ServerSpec
@@ -155,7 +164,8 @@ def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
         run_trial(spec, progress)
         """
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not sim_servers():
@@ -163,7 +173,13 @@ def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
         assert sim_servers(), "the server never started"
         time.sleep(3)  # well into boot or replay
         child.send_signal(signal.SIGINT)
-        child.wait(timeout=30)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGUSR1)  # faulthandler: where is it stuck?
+            time.sleep(1)
+            child.kill()
+            pytest.fail(f"Ctrl-C did not end the trial within 30 s; its output and stacks:\n{child.communicate()[0][-6000:]}")
     finally:
         if child.poll() is None:
             child.kill()
