@@ -115,3 +115,16 @@ def test_run_with_dummy_weights_end_to_end(tmp_path) -> None:
         command = trial.user_attrs["result"]["command"]
         assert "--load-format" in command and "dummy" in command and "--skip-tokenizer-init" in command
         assert trial.user_attrs["pool_check"]["matches"] is True
+
+
+def test_a_far_off_budget_estimate_is_said_once() -> None:
+    """The real H200 run: the server's 15.042 GiB against the plan's 19.837 (weights 51.7 GiB, not 47)."""
+    from types import SimpleNamespace
+
+    from autotune.study.controller import budget_note
+
+    plan = SimpleNamespace(model=load_model("26B-A4B"), gpu=SimpleNamespace(name="H200-141GB"))
+    note = budget_note(plan, {"kvcache_gib": 15.042, "budget_error_gib": 4.795})
+    assert note and "15.042 GiB" in note and "19.837 GiB" in note and "+4.795 GiB" in note
+    assert budget_note(plan, {"kvcache_gib": 15.042, "budget_error_gib": 0.2}) is None  # within 5 %
+    assert budget_note(plan, None) is None

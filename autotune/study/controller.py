@@ -305,6 +305,24 @@ def pool_check(plan: StudyPlan, params: dict[str, Any], result: TrialResult) -> 
     )
 
 
+BUDGET_NOTE_SHARE = 0.05  # say so when the server's KV budget differs from the plan's by more
+
+
+def budget_note(plan: StudyPlan, check: dict[str, Any] | None) -> str | None:
+    """A note when the server's KV budget is far from the plan's estimate: the first trials' analytic
+    guess and the search's lower bound came from the estimate (the trials themselves do not)."""
+    if not check or check.get("budget_error_gib") is None or not check.get("kvcache_gib"):
+        return None
+    error, real = check["budget_error_gib"], check["kvcache_gib"]
+    if abs(error) <= BUDGET_NOTE_SHARE * real:
+        return None
+    return (
+        f"the server's KV budget is {real:.3f} GiB, the plan estimated {real + error:.3f} GiB ({error:+.3f} GiB): "
+        f"the first trial's analytic ratio and the search's lower bound used the estimate. The trials measure the "
+        f"real pools; the gap is the weight or runtime memory estimate for {plan.model.name} on {plan.gpu.name}."
+    )
+
+
 def _tell_values(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial, result: TrialResult) -> str:
     values = plan.objective.values(result)
     if values is None:
@@ -344,6 +362,7 @@ def run_study(
     heartbeat.start()
     in_flight: dict[str, optuna.trial.Trial] = {}
     announced: set[str] = set()
+    budget_noted = False
     try:
         while True:
             finished = len(_finished(study))
@@ -370,6 +389,9 @@ def run_study(
             heartbeat.remove(trial._trial_id)
             what = _tell(study, plan, trial, result)
             on_event("finished", {"trial": trial.number, "params": trial.params, "result": result, "what": what})
+            if not budget_noted and (note := budget_note(plan, trial.user_attrs.get(ATTR_POOL_CHECK))):
+                budget_noted = True
+                on_event("note", {"message": note})
     finally:
         heartbeat.stopped.set()
         # Trials still in flight (Ctrl-C): left RUNNING, their heartbeat stops, and the next
