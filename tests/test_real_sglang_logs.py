@@ -59,3 +59,13 @@ def test_padding_pages_do_not_read_as_a_mismatch() -> None:
     check = check_layout(geometry, 0.021314137153305823, 1, 650053, 13855, 15.042)
     assert check.matches is True
     assert check.predicted_full[1] - check.predicted_full[0] < 60
+
+
+def test_sources_that_state_different_layouts_are_named() -> None:
+    from workers.server_truth import ServerMemory
+
+    agree = ServerMemory(full_tokens=87622, swa_tokens=70097, metrics_full_tokens=87622, metrics_swa_tokens=70097,
+                         logged_full_tokens=87622, logged_swa_tokens=70097)
+    assert agree.disagreements() == []
+    split = ServerMemory(full_tokens=87622, swa_tokens=70097, logged_full_tokens=87623, logged_swa_tokens=70097)
+    assert split.disagreements() == ["start-up line: full 87623, SWA 70097", "/server_info: full 87622, SWA 70097"]

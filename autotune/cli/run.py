@@ -37,7 +37,9 @@ def _runner(backend: str, choice: RunnerChoice, parallel: int, tp: int, ray_addr
     if choice.runner == "in-process":
         return InProcessRunner(parallel)
     if choice.runner == "local":
-        return LocalRunner(parallel, gpus_per_trial=tp if backend == "sglang" else 0, gpu_ids=local_gpu_ids())
+        if backend == "sglang":
+            return LocalRunner(parallel, gpus_per_trial=tp, gpu_ids=local_gpu_ids())
+        return LocalRunner(parallel)  # simulated servers need no GPU
     from workers.pool import WorkerPool, WorkerResources, connect
 
     if backend == "sim":

@@ -12,7 +12,7 @@ directory holds only a `config.json`, written from the catalog in the form SGLan
   (reference real-sglang.md). Later releases read the same keys.
 - Other architectures: the catalog's config as it is (not yet booted on real SGLang here).
 
-What dummy weights cannot tell: MoE routing skew (random weights route tokens uniformly),
+What dummy weights cannot tell: MoE routing (a random router spreads tokens unlike a trained one),
 speculative acceptance, and the vision tower's memory (the text model has none).
 """
 
@@ -30,7 +30,7 @@ from autotune.models.spec import ModelSpec, read_config_file, spec_from_config
 DUMMY_LOAD_FLAGS: dict[str, object] = {"load-format": "dummy", "skip-tokenizer-init": True}
 
 CANNOT_TELL = (
-    "MoE routing skew (random weights route tokens uniformly across experts)",
+    "MoE routing (a random router spreads tokens over experts unlike a trained one, so decode speed is a guide)",
     "speculative-decoding acceptance",
     "the vision tower's memory (the dummy model is text-only, so the KV budget is larger than the real checkpoint's)",
 )

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from autotune.pools.budget import GIB
-from autotune.pools.inference import BudgetInterval, InconsistentLayout, infer_budget, predict_layouts
-from autotune.pools.sizing import KVGeometry, size_pools
+from autotune.pools.inference import BudgetInterval, InconsistentLayout, infer_budget_from_layouts, predict_layouts
+from autotune.pools.sizing import KVGeometry, PoolLayout, size_pools
 
 KV_GIB_ROUNDING = 0.0005  # SGLang prints kvcache with 3 decimals
 
@@ -141,10 +141,9 @@ def leave_one_out(
         others = [layout for j, layout in enumerate(layouts) if j != i]
         if not others:
             raise ValueError("leave-one-out needs at least two layouts")
-        interval: BudgetInterval | None = None
-        for r, f, s in others:
-            one = infer_budget(geometry, f, s, r, page_size)
-            interval = one if interval is None else interval.intersect(one)
+        interval = infer_budget_from_layouts(
+            geometry, [PoolLayout(ratio=r, page_size=page_size, full_tokens=f, swa_tokens=s, window=geometry.window) for r, f, s in others]
+        )
         band = predict_layouts(geometry, interval, ratio, page_size)
         results.append(LeaveOneOut(
             ratio=ratio, full_tokens=full, swa_tokens=swa,

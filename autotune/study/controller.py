@@ -290,6 +290,8 @@ def _tell(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial, resul
     if check is not None:
         trial.set_user_attr(ATTR_POOL_CHECK, check.to_dict())
     mismatch = f" [{check.describe()}]" if check is not None and check.matches is False else ""
+    if result.server_memory is not None and (stated := result.server_memory.disagreements()):
+        mismatch += f" [THE SERVER STATES DIFFERENT LAYOUTS: {'; '.join(stated)}]"
     return _tell_values(study, plan, trial, result) + mismatch
 
 
