@@ -1,6 +1,6 @@
 """A server's pool and queue metrics over time, whichever way they were read.
 
-The HTTP path scrapes `/metrics` (SGLang's Prometheus names, reference §5) into `MetricSample`s;
+The HTTP path scrapes `/metrics` (SGLang's Prometheus names, docs/reference/sglang.md §5) into `MetricSample`s;
 the in-process simulator records the same samples directly. `summarize_series` turns either into
 the figures a trial reports: peak and mean pool usage, how long the server was SWA- or
 full-bound with a queue, and retractions.

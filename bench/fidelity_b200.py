@@ -1,4 +1,4 @@
-"""Simulator fidelity against the user's measured B200 figures (shared/reference/seed.md).
+"""Simulator fidelity against the user's measured B200 figures (docs/reference/seed.md).
 
 gemma-4-31B-it, B200, ratio 0.8, page 64 (trtllm_mha), MTP accept length 3.13, 40 random prompts at
 max concurrency 32, seed 1, pool budget pinned to the logged layout (98.0513 GB). Prints a table:
@@ -14,7 +14,7 @@ from autotune.sim.config import SimServerConfig
 from autotune.sim.run import simulate
 from autotune.workloads import MaxConcurrency, random_ids_workload
 
-MEASURED = {  # seed.md, SGLang at ratio 0.8
+MEASURED = {  # docs/reference/seed.md, SGLang at ratio 0.8
     "chat": {"median TTFT (ms)": 673, "median TPOT (ms)": 8.69, "P99 TPOT (ms)": 11.10, "total throughput (tok/s)": 4715},
     "summarization": {"median TTFT (ms)": 13613, "median TPOT (ms)": 17.02, "P99 TPOT (ms)": 27.13, "total throughput (tok/s)": 7475},
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs real SGLang's argument parser on a CPU machine, for the contract tests
-# (shared reference sglang.md §8): the sglang wheel without its GPU dependencies, the CPU build
+# (docs/reference/sglang.md §8): the sglang wheel without its GPU dependencies, the CPU build
 # of torch, triton (imported by sglang.srt.utils, never run here) and the small packages the
 # parser imports. Idempotent: a no-op once `prepare_server_args` imports.
 set -euo pipefail

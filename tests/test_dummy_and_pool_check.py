@@ -1,6 +1,6 @@
 """Tuning without weights (the dummy model directory) and the pool check against the server's word.
 
-Reference numbers: real SGLang 0.5.17 on an H100 (shared/reference/real-sglang.md) booted the
+Reference numbers: real SGLang 0.5.17 on an H100 (docs/reference/real-sglang.md) booted the
 26B-A4B shape with kvcache 18.864 GiB as 109890/87912 (0.8), 197803/79121 (0.4), 395607/59341 (0.15).
 """
 

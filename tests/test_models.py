@@ -1,4 +1,4 @@
-"""The model catalog and ModelSpec (shared/reference/models.md, sglang.md §2)."""
+"""The model catalog and ModelSpec (docs/reference/models.md, docs/reference/sglang.md §2)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from autotune.models import ModelConfigError, ModelNotFound, catalog_specs, load
 DATA = Path(__file__).parent / "data"
 CATALOG = Path(__file__).parents[1] / "autotune" / "models" / "catalog"
 
-# models.md: S and F bytes per token (bf16, TP 1, K and V cached), S/F, windows as SGLang runs them.
+# docs/reference/models.md: S and F bytes per token (bf16, TP 1, K and V cached), S/F, windows as SGLang runs them.
 EXPECTED = {
     "gemma-4-31B-it": (819200, 81920, 10.0, 1023, (50, 10)),
     "gemma-4-26B-A4B-it": (204800, 20480, 10.0, 1023, (25, 5)),
@@ -49,7 +49,7 @@ def test_issue_s_over_f_figures() -> None:
 def test_gemma4_layer_ids_and_remapping() -> None:
     model = load_model("31B")
     assert model.full_layer_ids == tuple(range(5, 60, 6))  # [S,S,S,S,S,F] x 10
-    # sglang.md §2: head_dim / kv heads describe the full layers after remapping.
+    # docs/reference/sglang.md §2: head_dim / kv heads describe the full layers after remapping.
     assert (model.full_attention.kv_heads, model.full_attention.head_dim) == (4, 512)
     assert (model.swa_attention.kv_heads, model.swa_attention.head_dim) == (16, 256)
     # attention_k_eq_v shares the projection, but both K and V are cached: 4 x (512 + 512) x 2.
@@ -57,7 +57,7 @@ def test_gemma4_layer_ids_and_remapping() -> None:
 
 
 def test_config_already_rearranged_for_sglang_reads_the_same() -> None:
-    """real-sglang.md: a Gemma4ForCausalLM text config with SGLang's fields written out."""
+    """docs/reference/real-sglang.md: a Gemma4ForCausalLM text config with SGLang's fields written out."""
     text = load_model(str(DATA / "gemma4-text"))
     catalog = load_model("26B-A4B")
     assert text.architecture == "Gemma4ForCausalLM"

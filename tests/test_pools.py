@@ -1,4 +1,4 @@
-"""SGLang's pool sizing (sglang.md §3) against layouts measured on real servers."""
+"""SGLang's pool sizing (docs/reference/sglang.md §3) against layouts measured on real servers."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def g26() -> KVGeometry:
 
 
 def test_seed_31b_b200_budget_inferred_at_08_predicts_015_exactly(g31: KVGeometry) -> None:
-    """seed.md: 132992 / 106368 at 0.8 and 478720 / 71808 at 0.15, page 64."""
+    """docs/reference/seed.md: 132992 / 106368 at 0.8 and 478720 / 71808 at 0.15, page 64."""
     interval = infer_budget(g31, 132992, 106368, 0.8, page_size=64)
     assert 98.0e9 < interval.lo < interval.hi < 98.2e9
     predicted = predict_layouts(g31, interval, 0.15, page_size=64)
@@ -61,7 +61,7 @@ def test_both_seed_layouts_share_one_budget(g31: KVGeometry) -> None:
 
 
 def test_real_h100_interval_and_predictions(g26: KVGeometry) -> None:
-    """real-sglang.md: 26B-A4B on an H100, page 1."""
+    """docs/reference/real-sglang.md: 26B-A4B on an H100, page 1."""
     interval = infer_budget(g26, 109890, 87912, 0.8, page_size=1)
     # The floor hides up to one cell: the interval is exactly one 0.8-cell wide here.
     assert interval.hi - interval.lo == pytest.approx(g26.cell_bytes(0.8), abs=2)
@@ -80,7 +80,7 @@ def test_inconsistent_layout_is_rejected(g26: KVGeometry) -> None:
 
 
 def test_refusal_text_is_sglangs(g26: KVGeometry) -> None:
-    """real-sglang.md: ratio 0.001 -> 'SWA pool (979 tokens) cannot hold even one request ...'."""
+    """docs/reference/real-sglang.md: ratio 0.001 -> 'SWA pool (979 tokens) cannot hold even one request ...'."""
     budget = infer_budget(g26, 109890, 87912, 0.8).lo
     with pytest.raises(SWAPoolRefused) as info:
         size_pools(g26, budget, 0.001)
@@ -124,7 +124,7 @@ def test_tp_shrinks_per_gpu_bytes_and_grows_tokens() -> None:
 
 
 def test_budget_from_memory_reproduces_real_h100_kvcache() -> None:
-    """real-sglang.md: mfs 0.85, weights 47.85 GiB, kvcache 18.864 GiB (text-only Gemma4ForCausalLM)."""
+    """docs/reference/real-sglang.md: mfs 0.85, weights 47.85 GiB, kvcache 18.864 GiB (text-only Gemma4ForCausalLM)."""
     model = load_model(str(DATA / "gemma4-text"))
     budget = estimate_budget(model, load_gpu("H100"), mem_fraction_static=0.85, weight_bytes=47.85 * GIB)
     assert budget.gib == pytest.approx(18.864, abs=0.01)

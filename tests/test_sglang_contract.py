@@ -1,7 +1,7 @@
 """Contract: the command lines the workers build for real SGLang parse with SGLang's own parser.
 
 Uses the real `sglang` package (0.5.23, installed without its GPU dependencies by
-scripts/install-sglang-parser.sh; reference sglang.md §8) — no stand-in.
+scripts/install-sglang-parser.sh; docs/reference/sglang.md §8) — no stand-in.
 """
 
 from __future__ import annotations

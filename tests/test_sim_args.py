@@ -1,6 +1,6 @@
 """The simulated server's command line: SGLang's flags, `--config` merging, and how bad input exits.
 
-The facts checked come from sglang.md §1 (flag range, config-file rules: hyphenated keys, command
+The facts checked come from docs/reference/sglang.md §1 (flag range, config-file rules: hyphenated keys, command
 line > config file > defaults, underscore keys rejected as unrecognized) and §3 (start-up refusal),
 and SGLang 0.5.23's srt/utils/server_args_config_parser.py.
 """
@@ -44,7 +44,7 @@ def test_defaults_follow_sglang() -> None:
 
 
 def test_real_launch_flags_are_accepted() -> None:
-    """The flags of the real-sglang.md launch line parse (and those with no simulated effect are kept)."""
+    """The flags of the docs/reference/real-sglang.md launch line parse (and those with no simulated effect are kept)."""
     args = parse_args(
         [
             "--model-path", "26B-A4B", "--load-format", "dummy", "--skip-tokenizer-init",
@@ -62,7 +62,7 @@ def test_real_launch_flags_are_accepted() -> None:
 
 
 def test_config_file_precedence(tmp_path: Path) -> None:
-    """sglang.md §1/§8: file 0.23 -> 0.23; file 0.23 + command line 0.5 -> 0.5."""
+    """docs/reference/sglang.md §1/§8: file 0.23 -> 0.23; file 0.23 + command line 0.5 -> 0.5."""
     config = write(tmp_path, "defaults.yaml", "swa-full-tokens-ratio: 0.23\nenable-metrics: true\npage-size: 64\n")
     args = parse_args(["--model-path", "26B-A4B", "--config", config])
     assert args.swa_full_tokens_ratio == 0.23 and args.enable_metrics and args.page_size == 64
@@ -98,7 +98,7 @@ def test_only_one_config_file(tmp_path: Path) -> None:
 
 
 def test_radix_off_with_request_cap_is_refused_for_hybrid_models() -> None:
-    """sglang.md §1: SGLang would ignore the ratio and size the SWA pool from the request cap."""
+    """docs/reference/sglang.md §1: SGLang would ignore the ratio and size the SWA pool from the request cap."""
     args = parse_args(["--model-path", "26B-A4B", "--disable-radix-cache", "--max-running-requests", "64"])
     with pytest.raises(FlagConflict, match="ignore --swa-full-tokens-ratio"):
         server_config(args, load_model_for(args), load_gpu(args.gpu))
@@ -126,7 +126,7 @@ def test_ratio_outside_0_1_exits_2(ratio: str) -> None:
 
 
 def test_underscore_config_key_is_unrecognized(tmp_path: Path) -> None:
-    """sglang.md §8: `swa_full_tokens_ratio:` -> `unrecognized arguments: --swa_full_tokens_ratio 0.23`."""
+    """docs/reference/sglang.md §8: `swa_full_tokens_ratio:` -> `unrecognized arguments: --swa_full_tokens_ratio 0.23`."""
     config = write(tmp_path, "c.yaml", "swa_full_tokens_ratio: 0.23\n")
     result = run_server("--model-path", "26B-A4B", "--config", config)
     assert result.returncode == 2
@@ -141,7 +141,7 @@ def test_non_yaml_config_exits_1_with_sglangs_value_error(tmp_path: Path) -> Non
 
 
 def test_infeasible_ratio_is_refused_before_binding() -> None:
-    """sglang.md §3 / real-sglang.md: 26B-A4B at 0.001 with mem_fraction_static 0.85 cannot boot."""
+    """docs/reference/sglang.md §3 / docs/reference/real-sglang.md: 26B-A4B at 0.001 with mem_fraction_static 0.85 cannot boot."""
     result = run_server(
         "--model-path", "26B-A4B", "--gpu", "H100", "--mem-fraction-static", "0.85",
         "--swa-full-tokens-ratio", "0.001",

@@ -1,5 +1,5 @@
 """The simulated scheduler: SGLang's pool accounting, admission, eviction and retraction rules
-(sglang.md §3-§4), and the user's phenomena on the B200 (seed.md)."""
+(docs/reference/sglang.md §3-§4), and the user's phenomena on the B200 (docs/reference/seed.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ M26 = load_model("26B-A4B")
 M31 = load_model("31B")
 H100 = load_gpu("H100")
 B200 = load_gpu("B200")
-SEED_BUDGET = pinned_budget(98.0513).bytes  # the 31B B200 layouts (seed.md)
+SEED_BUDGET = pinned_budget(98.0513).bytes  # the 31B B200 layouts (docs/reference/seed.md)
 
 
 def engine(ratio: float, *, budget_gb: float = 5.0, model=M26, **overrides) -> SimEngine:
@@ -173,7 +173,7 @@ def test_decode_out_of_memory_retracts_and_requeues() -> None:
     assert c.prompt_tokens == 60 * 1000 and c.requests == 60
 
 
-# -- the user's phenomena: gemma-4-31B-it on the B200 profile, page 64 (seed.md) ---------------
+# -- the user's phenomena: gemma-4-31B-it on the B200 profile, page 64 (docs/reference/seed.md) ---------------
 
 
 def seed_config(ratio: float) -> SimServerConfig:

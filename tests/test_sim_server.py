@@ -1,6 +1,6 @@
 """The simulated SGLang server end to end: real processes, real HTTP, no mocks.
 
-Facts checked: sglang.md §1 (config precedence), §3 (pool sizes and the start-up line), §5 (metric
+Facts checked: docs/reference/sglang.md §1 (config precedence), §3 (pool sizes and the start-up line), §5 (metric
 names; SGLang counts prompt/generation/request totals per finished request, its warm-up
 included), §6 (streamed `text` is cumulative, `data: [DONE]`, /health 503 while starting, the
 start-up log order).
@@ -194,7 +194,7 @@ def test_concurrent_streams_and_exact_metrics() -> None:
 
 
 def test_pinned_layout_of_31B_on_B200() -> None:
-    """sglang.md §3: 31B, page 64, a 98.0513 GB budget, ratio 0.15 -> 478720 / 71808 tokens."""
+    """docs/reference/sglang.md §3: 31B, page 64, a 98.0513 GB budget, ratio 0.15 -> 478720 / 71808 tokens."""
     flags = ("--model-path", "31B", "--gpu", "B200", "--page-size", "64", "--kv-budget-gb", "98.0513")
     with launch(*flags, "--swa-full-tokens-ratio", "0.15") as server:
         info = server.get("/server_info").json()
@@ -204,7 +204,7 @@ def test_pinned_layout_of_31B_on_B200() -> None:
     assert (memory["token_capacity"], memory["token_capacity_swa"]) == (478720, 71808)
     assert info["max_total_num_tokens"] == 478720 and info["swa_full_tokens_ratio"] == 0.15
     assert info["simulated"] is True and info["version"].endswith("-sim")
-    # sglang.md §6: load weights -> pool line -> max_total_num_tokens -> server start -> ready.
+    # docs/reference/sglang.md §6: load weights -> pool line -> max_total_num_tokens -> server start -> ready.
     milestones = ["server_args=", "Load weight end", "Use sliding window memory pool", "KV Cache is allocated",
                   "max_total_num_tokens=", "Uvicorn running on", READY]  # fmt: skip
     positions = [output.index(m) for m in milestones]

@@ -1,7 +1,7 @@
-"""The roofline timing model against perf.md's kernel tables and the user's B200 figures (seed.md).
+"""The roofline timing model against docs/reference/perf.md's kernel tables and the user's B200 figures (docs/reference/seed.md).
 
-Reference numbers are copied from shared/reference/perf.md (aiconfigurator's SGLang kernel tables,
-26B-A4B shapes) and seed.md; docs/timing-model.md explains every tolerance.
+Reference numbers are copied from docs/reference/perf.md (aiconfigurator's SGLang kernel tables,
+26B-A4B shapes) and docs/reference/seed.md; docs/timing-model.md explains every tolerance.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_attended_pairs_counts_causal_window_pairs(prefix, extend, window):
     assert attended_pairs(prefix, extend, window) == brute
 
 
-# -- perf.md: MoE layer of 26B-A4B ------------------------------------------------------------
+# -- docs/reference/perf.md: MoE layer of 26B-A4B ------------------------------------------------------------
 
 MOE_TABLE_US = {  # tokens: 1, 16, 128, 8192
     "H100": (53, 520, 538, 1839),
@@ -96,7 +96,7 @@ def test_moe_decode_step_grows_with_batch_then_flattens_dense_is_flat():
     assert dense_16 / dense_1 < 1.25  # weights dominate a 31B step: memory bound
 
 
-# -- perf.md: decode attention per layer ----------------------------------------------------------
+# -- docs/reference/perf.md: decode attention per layer ----------------------------------------------------------
 
 DECODE_TABLE_US = {  # (b, s): b=1 s=2048, b=32 s=2048, b=32 s=8192, b=128 s=2048
     ("H100", "swa"): (16.7, 116.1, 107.3, 405.9),
@@ -125,7 +125,7 @@ def test_decode_attention_per_layer_matches_table(gpu, kind):
         assert b32_long == pytest.approx(b32)  # flat in s beyond the window
 
 
-# -- perf.md: prefill attention per layer ---------------------------------------------------------
+# -- docs/reference/perf.md: prefill attention per layer ---------------------------------------------------------
 
 PREFILL_TABLE_US = {  # 8192, 16384 tokens, batch 1, no prefix
     ("H100", "swa"): (5217, 18085),
@@ -233,7 +233,7 @@ def test_every_gpu_coefficient_names_its_source():
             assert re.search(r"#\s*(datasheet|aiconfig|measured|fitted|assumed|estimated)", line), line
 
 
-# -- seed.md: gemma-4-31B-it on one B200, ratio 0.8, MTP ---------------------------------------------
+# -- docs/reference/seed.md: gemma-4-31B-it on one B200, ratio 0.8, MTP ---------------------------------------------
 # Closed forms (docs/timing-model.md, "Calibration"): bench_serving with fixed lengths, 40 prompts,
 # max concurrency 32. B200's default chunked prefill is 16384 tokens.
 

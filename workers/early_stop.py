@@ -1,6 +1,6 @@
 """When a trial is clearly lost: stop it early and spend the time on better candidates.
 
-A ratio that starves the SWA pool shows it quickly (reference §4): SWA usage pinned near 1, full
+A ratio that starves the SWA pool shows it quickly (docs/reference/sglang.md §4): SWA usage pinned near 1, full
 usage low, and a queue that does not drain. Once enough requests have finished to judge, a run of
 consecutive scrapes like that ends the trial; the requests finished so far are its measurement.
 """

@@ -1,6 +1,6 @@
 """The capacity model: how many requests of a workload each pool holds at a ratio.
 
-Steady state (reference §4): a decoding request holds prompt + output tokens in the full pool
+Steady state (docs/reference/sglang.md §4): a decoding request holds prompt + output tokens in the full pool
 and about window + eviction interval + 2 pages in the SWA pool (less if the whole sequence is
 shorter than that); the SWA pool must also hold the prefill chunk in flight. The ratio that
 balances the two pools is the analytic optimum the search tries first; the measured optimum can

@@ -2,7 +2,7 @@
 
 Tokens are in one of three states: *used* (locked by a running request), *evictable* (cached
 by the radix tree: finished requests, out-of-window prefill tokens; reclaimable on demand) or
-*available*. SGLang's usage gauges count only used tokens (reference §5), admission counts
+*available*. SGLang's usage gauges count only used tokens (docs/reference/sglang.md §5), admission counts
 available + evictable (mem_cache/prefill_budget.py).
 """
 

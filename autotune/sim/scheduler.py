@@ -4,7 +4,7 @@ One `step()` is one iteration of SGLang's event loop (managers/scheduler.py, non
 build a prefill batch from the waiting queue if admission allows (PrefillAdder,
 mem_cache/prefill_budget.py::SWAPrefillBudget), otherwise decode the running batch after
 checking decode memory and retracting requests if it does not fit (schedule_batch.py). The
-rules kept, each from the reference (sglang.md §4) and the 0.5.23 source:
+rules kept, each from the reference (docs/reference/sglang.md §4) and the 0.5.23 source:
 
 - every prefill token is allocated in both pools;
 - admission: full side `extend + min(max_new, 4096) + page < available + evictable - offsets`,
@@ -241,7 +241,7 @@ class Scheduler:
                 needed = budget.swa_tokens(ceil_page(extend, cfg.page_size), max_new, chunk_limit)
                 if not needed < budget.remaining_swa:
                     if needed < self.swa.capacity and not cfg.shrink_chunk_on_transient_swa_pressure:
-                        break  # the SWA budget fails: the request waits (reference §4)
+                        break  # the SWA budget fails: the request waits (docs/reference/sglang.md §4)
                     cap = floor_page(int(budget.remaining_swa) - budget.swa_tokens(0, max_new, None), cfg.page_size)
                     if cap <= 0:
                         break

@@ -10,7 +10,7 @@ sequential kernels do not do. To the GPU time the step adds a constant per-step 
 
 Every rate, floor and overhead comes from the `GPUProfile` (gpus.yaml), so a profile measured on
 a real GPU replaces the datasheet one without touching this file. docs/timing-model.md gives the
-sources and the calibration against shared/reference/perf.md and the user's B200 figures.
+sources and the calibration against docs/reference/perf.md and the user's B200 figures.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def experts_touched(num_experts: int, top_k: int, tokens: float) -> float:
     by one token with probability C(E-1, k) / C(E, k) = 1 - k/E, and by all T tokens (routed
     independently) with probability (1 - k/E)^T. For 128 experts and top-8 that leaves 36% of
     the experts unread at 16 tokens and 0.03% at 128: from a few dozen tokens on, a decode step
-    reads every expert (perf.md's MoE table flattens out there).
+    reads every expert (docs/reference/perf.md's MoE table flattens out there).
     """
     if tokens <= 0:
         return 0.0
