@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-FILLER_TEXT = " tok"  # autotune.sim.server.FILLER_TEXT
+FILLER_TEXT = " tok"  # autotune.sim.api.FILLER_TEXT
 
 
 def build(directory: str | Path, vocab_size: int = 32000) -> Path:
