@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from autotune.sglang_facts import DEFAULT_RATIO, LAUNCH_MODULE, to_flag
 from autotune.store import ExportRecord, OptimumRecord, Store
 
 INDEX = "index.yaml"
@@ -45,12 +46,12 @@ def atomic_write(path: Path, text: str) -> None:
 
 def config_flags(params: dict[str, Any]) -> dict[str, Any]:
     """Tuned parameters as SGLang --config keys (hyphenated long flag names)."""
-    return {name.replace("_", "-"): value for name, value in sorted(params.items())}
+    return {to_flag(name): value for name, value in sorted(params.items())}
 
 
 def config_text(flags: dict[str, Any], provenance: dict[str, Any]) -> str:
     header = [
-        "# SGLang --config file written by swa-autotune. Use: python -m sglang.launch_server --config THIS_FILE ...",
+        f"# SGLang --config file written by swa-autotune. Use: python -m {LAUNCH_MODULE} --config THIS_FILE ...",
         "# A flag given on the command line overrides the value here.",
     ]
     if provenance.get("simulated"):
@@ -98,7 +99,7 @@ def export_optima(
             "model": optimum.model, "gpu": optimum.gpu, "workload": optimum.workload, "study": optimum.study_name,
             "trials": optimum.trials, "backend": optimum.backend, "simulated": optimum.simulated,
             "server_version": optimum.server_version, "objective": f"{optimum.objective_name} {optimum.objective_value:.1f}",
-            "gain_over_0.8": None if optimum.gain is None else round(optimum.gain, 4), "exported_at": now,
+            f"gain_over_{DEFAULT_RATIO}": None if optimum.gain is None else round(optimum.gain, 4), "exported_at": now,
         }
         path = out_dir / file_name(optimum.model, optimum.workload)
         atomic_write(path, config_text(config_flags(optimum.params), provenance))

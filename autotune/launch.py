@@ -13,8 +13,7 @@ from pathlib import Path
 
 from autotune.export import atomic_write, config_flags, config_text, file_name
 from autotune.rules import Resolution
-
-SGLANG_MODULE = "sglang.launch_server"
+from autotune.sglang_facts import LAUNCH_MODULE, RATIO
 
 
 @dataclass(frozen=True)
@@ -27,12 +26,12 @@ class LaunchPlan:
 def plan_launch(
     resolution: Resolution, model_path: str, workload: str, sglang_args: list[str], config_dir: Path, model_name: str
 ) -> LaunchPlan:
-    argv = [sys.executable, "-m", SGLANG_MODULE]
+    argv = [sys.executable, "-m", LAUNCH_MODULE]
     config_path = None
     if resolution.source != "SGLang default":
         config_path = config_dir / file_name(model_name, workload)
         provenance = {"source": resolution.source, "why": resolution.detail, "simulated": resolution.simulated}
-        atomic_write(config_path, config_text(config_flags({"swa_full_tokens_ratio": resolution.ratio}), provenance))
+        atomic_write(config_path, config_text(config_flags({RATIO: resolution.ratio}), provenance))
         argv += ["--config", str(config_path)]
     if "--model-path" not in sglang_args:
         argv += ["--model-path", model_path]

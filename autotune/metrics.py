@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 from autotune import discovery
+from autotune.study.trial_attrs import told_state
 
 NAMESPACE = "autotune"
 STATES = ("complete", "fail", "pruned")
@@ -115,14 +116,9 @@ class TunerMetrics:
 
 
 def trial_state(plan: Any, result: Any) -> tuple[str, str | None]:
-    """The Optuna state the controller gives a result (controller._tell), and its failure class."""
+    """The Optuna state the controller gives a result (trial_attrs.told_state), and its failure class."""
     failure = result.failure.value if result.failure else None
-    values = plan.objective.values(result)
-    if values is None:
-        return "fail", failure
-    if result.stopped_early and len(values) == 1:
-        return "pruned", failure
-    return "complete", failure
+    return told_state(plan.objective.values(result), result.stopped_early).name.lower(), failure
 
 
 def _duration(result: Any) -> float | None:

@@ -3,21 +3,27 @@
 A rule covers one cell of (MoE or dense) x workload class x GPU memory class, plus a coarser cell
 without the memory class. It keeps its evidence (the optima it stands on) and how much they agree.
 It does not store a bare ratio for reuse: what transfers between models is how far the measured
-optimum sits from the capacity model's analytic optimum (design.md: the pools' token needs decide
-the ratio; MoE/dense is one feature among them). A model without an optimum gets its own analytic
-optimum scaled by the rule's median correction, and is told the result is inferred.
+optimum sits from the capacity model's analytic optimum. The best ratio follows from the pools'
+token needs at the workload's concurrency against what each pool gets from the GPU's memory left
+after the weights (autotune/pools/capacity.py), so the same MoE model that wants 0.15 on a B200 can
+collapse at 0.15 on an H100; MoE/dense is one feature among them. A model without an optimum gets
+its own analytic optimum scaled by the rule's median correction, and is told the result is inferred.
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from autotune.hardware import GPUProfile, load_gpu
 from autotune.models import ModelSpec, load_model
 from autotune.pools import KVGeometry, WorkloadShape, analytic_optimum, default_chunked_prefill_size, estimate_budget
-from autotune.store import DEFAULT_RATIO, GPURecord, ModelRecord, OptimumRecord, RuleRecord, Store, WorkloadRecord
+from autotune.sglang_facts import DEFAULT_RATIO, RATIO
+from autotune.store import GPURecord, ModelRecord, OptimumRecord, RuleRecord, Store, WorkloadRecord
+
+if TYPE_CHECKING:  # the types only: `autotune launch` and `rules` need no study machinery at run time
+    from autotune.study.plan import Outcome, StudyPlan
 
 
 def analytic_ratio(model: ModelSpec, gpu: GPUProfile, workload: WorkloadRecord, tp: int = 1) -> float | None:
@@ -133,3 +139,24 @@ def resolve(store: Store, model: ModelSpec, gpu: GPUProfile, workload: WorkloadR
             {"rule": rule.key, "evidence": rule.evidence, "inferred": True},
         )
     return Resolution(DEFAULT_RATIO, "SGLang default", "no optimum and no rule applies: SGLang's own default", False, {})
+
+
+def record_outcome(store: Store, plan: StudyPlan, outcome: Outcome) -> OptimumRecord | None:
+    """Keep a study's optimum with the facts rules are derived from."""
+    if outcome.best_params is None or outcome.best_values is None:
+        return None
+    store.upsert_model(ModelRecord.from_spec(plan.model))
+    store.upsert_gpu(GPURecord.from_profile(plan.gpu))
+    store.upsert_workload(WorkloadRecord.from_workload(plan.workload))
+    summary = (outcome.best_result or {}).get("summary") or {}
+    record = OptimumRecord(
+        model=plan.model.name, gpu=plan.gpu.name, workload=plan.workload.name, study_name=plan.name,
+        ratio=float(outcome.best_params[RATIO]), objective_name=plan.objective.name,
+        objective_value=float(outcome.best_values[0]),
+        metrics={k: summary.get(k) for k in ("total_throughput", "output_throughput", "request_throughput", "ttft", "tpot", "completed")},
+        default_value=float(outcome.default_values[0]) if outcome.default_values else None,
+        trials=outcome.trials_finished, backend=plan.backend, simulated=plan.simulated,
+        server_version=plan.server_version, params=dict(outcome.best_params),
+    )
+    store.record_optimum(record)
+    return record

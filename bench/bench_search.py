@@ -9,13 +9,13 @@ reduced presets (chat: 96 prompts at concurrency 48; summarization: 32 prompts a
    grid point and its value read from the grid, so strategies are compared on identical numbers.
 2. strategies, 40 trials each, scored by the trials needed to reach within 1 % of the grid's best:
    - ours: the study's first trials (StudyPlan.first_ratios(): the capacity model's analytic optimum,
-     then SGLang's default 0.8), then TPE exactly as `controller._sampler` configures it, asked
-     through `controller.open_study` on an in-memory storage, seeds 0-4;
+     then SGLang's default 0.8), then TPE exactly as `controller.sampler_for` configures it, asked
+     through `controller.open_study` on an in-memory storage, seeds 0-4 (`StudyPlan.seed`);
    - grid05: step 0.05, ascending from the feasible minimum;
    - random: uniform over the feasible range (Optuna's RandomSampler), seeds 0-4;
    - cold TPE: the same TPE without the enqueued first trials, seeds 0-4.
 3. gains of the grid's best over 0.8 (SGLang's default) and over the hand rule (0.15 for MoE, 0.8 for
-   dense; reference/seed.md).
+   dense; docs/reference/seed.md).
 
 Run: python bench/bench_search.py            (all models x workloads; rewrites docs/search-benchmark.md's table)
      python bench/bench_search.py --quick    (26B-A4B x chat, printed only)
@@ -31,12 +31,12 @@ import math
 import statistics
 import subprocess
 import sys
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,11 +48,10 @@ from autotune.models import ModelSpec, catalog_specs, load_model  # noqa: E402
 from autotune.pools import InsufficientMemory, SWAPoolRefused, estimate_budget, size_pools  # noqa: E402
 from autotune.sim.config import SimServerConfig  # noqa: E402
 from autotune.sim.run import simulate  # noqa: E402
-from autotune.study import controller  # noqa: E402
-from autotune.study.controller import DEFAULT_RATIO, StudyPlan, open_study  # noqa: E402
+from autotune.sglang_facts import DEFAULT_RATIO, RATIO  # noqa: E402
+from autotune.study.controller import open_study, sampler_for  # noqa: E402
 from autotune.study.objective import Objective  # noqa: E402
-from autotune.study.plan import build_plan  # noqa: E402
-from autotune.study.space import RATIO  # noqa: E402
+from autotune.study.plan import StudyPlan, build_plan  # noqa: E402
 from autotune.workloads import Workload, get_preset  # noqa: E402
 
 GPU = "H100-80GB"
@@ -223,29 +222,17 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def seeded_tpe(seed: int) -> Callable[..., optuna.samplers.TPESampler]:
-    """controller._sampler's TPESampler call with only the seed replaced (it hard-codes seed=0)."""
-    real = optuna.samplers.TPESampler
-
-    def make(**kwargs: Any) -> optuna.samplers.TPESampler:
-        return real(**{**kwargs, "seed": seed})
-
-    return make
-
-
 def run_ours(plan: StudyPlan, table: Table, seed: int) -> list[float]:
-    """The study itself: open_study (first_ratios enqueued, controller._sampler) on in-memory
-    storage, asked and told like run_study does, the value read from the grid."""
+    """The study itself: open_study (first_ratios enqueued, the study's own sampler with the plan's
+    seed) on in-memory storage, asked and told like run_study does, the value read from the grid."""
     _quiet()
-    with mock.patch.object(controller.optuna.samplers, "TPESampler", seeded_tpe(seed)):
-        study = open_study(plan, optuna.storages.InMemoryStorage())
+    study = open_study(dataclasses.replace(plan, seed=seed), optuna.storages.InMemoryStorage())
     return _ask_tell(study, plan, table)
 
 
 def run_cold_tpe(plan: StudyPlan, table: Table, seed: int) -> list[float]:
     _quiet()
-    with mock.patch.object(controller.optuna.samplers, "TPESampler", seeded_tpe(seed)):
-        sampler = controller._sampler(plan)
+    sampler = sampler_for(dataclasses.replace(plan, seed=seed))
     study = optuna.create_study(directions=plan.objective.directions, sampler=sampler)
     return _ask_tell(study, plan, table)
 

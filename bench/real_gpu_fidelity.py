@@ -54,7 +54,10 @@ from autotune.pools.check import LeaveOneOut, leave_one_out  # noqa: E402
 from autotune.pools.inference import BudgetInterval, InconsistentLayout, infer_budget, infer_budget_from_layouts  # noqa: E402
 from autotune.pools.sizing import KVGeometry, PoolLayout, SWAPoolRefused, min_feasible_ratio  # noqa: E402
 from autotune.server_metrics import MetricSample, summarize_series  # noqa: E402
-from autotune.sim.config import EMULATED_SGLANG_VERSION, SimServerConfig, start_up  # noqa: E402
+from autotune.sglang_facts import DEFAULT_RATIO, RATIO  # noqa: E402
+from autotune.sim.config import SimServerConfig, start_up  # noqa: E402
+from autotune.study.trial_attrs import ATTR_POOL_CHECK, ATTR_RESULT  # noqa: E402
+from autotune.sim.own_flags import EMULATED_SGLANG_VERSION  # noqa: E402
 from autotune.sim.run import simulate  # noqa: E402
 from autotune.workloads import Workload, parse_workload_arg  # noqa: E402
 
@@ -63,7 +66,6 @@ WORKLOAD_DIRS = (REPO / "docs" / "real-gpu",)
 # What SGLang logged for these runs when the flags were not passed (chunked prefill on an H200).
 DEFAULT_CHUNKED_PREFILL = 8192
 DEFAULT_MAX_PREFILL = 16384
-DEFAULT_RATIO = 0.8
 GRID_STEP = 0.05
 OPTIMUM_TOLERANCE = 0.05  # flag when the real and simulated optimum ratios differ by more
 NEAR_BEST = 0.01  # report the simulated ratios within this share of the simulated best
@@ -172,15 +174,15 @@ def _series(result: dict[str, Any]) -> tuple[float | None, float | None]:
 
 
 def _trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> RealTrial | None:
-    ratio = trial.params.get("swa_full_tokens_ratio")
+    ratio = trial.params.get(RATIO)
     if ratio is None:
         return None
     attrs = study.user_attrs
     parts = study.study_name.split("|")
-    result = trial.user_attrs.get("result") or {}
+    result = trial.user_attrs.get(ATTR_RESULT) or {}
     summary = result.get("summary") or {}
     memory = result.get("server_memory") or {}
-    check = trial.user_attrs.get("pool_check") or {}
+    check = trial.user_attrs.get(ATTR_POOL_CHECK) or {}
     ttft, tpot = summary.get("ttft") or {}, summary.get("tpot") or {}
     full = _int(result.get("full_tokens", check.get("full_tokens")))
     swa = _int(result.get("swa_tokens", check.get("swa_tokens")))

@@ -1,4 +1,9 @@
-"""Shared fixtures."""
+"""Shared fixtures: no simulated server outlives a test; a throwaway PostgreSQL server.
+
+Tests that boot simulated servers (directly, through Ray workers or through `autotune run`) mark
+themselves `pytestmark = pytest.mark.usefixtures("no_leftover_servers")` and take `TAG` and
+`sim_servers` from here (`from conftest import TAG, sim_servers`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,42 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+
+# -- simulated servers: none may outlive a test ---------------------------------------------------
+
+# Servers started by this test session carry this tag in their environment (every child process
+# inherits it), so the leak check never confuses them with servers other processes on the machine run.
+TAG = {"AUTOTUNE_TEST_TAG": f"pytest-{os.getpid()}"}
+os.environ.update(TAG)
+
+
+def sim_servers() -> list[psutil.Process]:
+    """This session's running `autotune.sim.server` processes."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "autotune.sim.server" in (proc.info["cmdline"] or []) and proc.environ().get("AUTOTUNE_TEST_TAG") == TAG["AUTOTUNE_TEST_TAG"]:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.fixture
+def no_leftover_servers() -> Iterator[None]:
+    """Fails a test that leaves a simulated server running (after a 10 s grace), and kills it."""
+    before = {p.pid for p in sim_servers()}
+    yield
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [p for p in sim_servers() if p.pid not in before]:
+        time.sleep(0.2)
+    left = [p for p in sim_servers() if p.pid not in before]
+    for proc in left:
+        proc.kill()
+    assert not left, f"server processes outlived their trial: {[p.pid for p in left]}"
+
 
 # -- a throwaway PostgreSQL server -------------------------------------------------------------
 _PG_ROLE = "autotune"

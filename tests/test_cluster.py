@@ -28,12 +28,15 @@ from optuna.trial import TrialState
 
 from autotune.hardware import load_gpu
 from autotune.models import load_model
-from autotune.study.controller import ATTR_FINAL, ATTR_RESULT, run_study, storage_for
+from autotune.study.controller import run_study, storage_for
 from autotune.study.objective import Objective
 from autotune.study.plan import build_plan
-from autotune.study.runners import RayRunner
+from autotune.study.trial_attrs import ATTR_FINAL, ATTR_RESULT
 from autotune.workloads import load_workload_yaml
-from test_workers import TAG, no_leftover_servers, sim_servers  # noqa: F401  (fixture: no server outlives a test)
+from workers.ray_runner import RayRunner
+from conftest import TAG, sim_servers
+
+pytestmark = pytest.mark.usefixtures("no_leftover_servers")  # no simulated server outlives a test (conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).parent / "data" / "tiny-workloads.yaml"
@@ -250,7 +253,7 @@ def test_trials_spread_over_two_nodes_and_survive_losing_one(two_node_cluster: d
     done = [t for t in trials if t.state.is_finished() and t.user_attrs.get(ATTR_FINAL)]
     assert len(done) == n_trials and all(t.state == TrialState.COMPLETE for t in done)
     assert outcome.trials_finished == n_trials and outcome.trials_failed == 0
-    # no_leftover_servers (autouse): the lost node's servers died with their reaper.
+    # no_leftover_servers (conftest.py): the lost node's servers died with their reaper.
 
 
 def test_unreachable_ray_address_fails_fast_with_a_clear_message(tmp_path: Path) -> None:

@@ -12,10 +12,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from autotune.study.runners import LocalRunner, choose_runner
 from autotune.workloads import get_preset
-from tests.test_workers import TAG, no_leftover_servers, sim_servers, sim_spec  # noqa: F401 (fixture)
+from workers.local_runner import LocalRunner
+from workers.runners import choose_runner
 from workers.trial import TrialSpec
+
+from conftest import sim_servers
+from test_workers import sim_spec
+
+pytestmark = pytest.mark.usefixtures("no_leftover_servers")  # no simulated server outlives a test (conftest.py)
 
 
 def _spec(tmp_path: Path, trial_id: str, **sim_flags) -> TrialSpec:
@@ -59,7 +64,7 @@ def test_close_stops_a_booting_server_at_once(tmp_path: Path) -> None:
     started = time.monotonic()
     runner.close()
     assert time.monotonic() - started < 15
-    assert not sim_servers()  # (the autouse fixture checks again, with its own grace)
+    assert not sim_servers()  # (the no_leftover_servers fixture checks again, with its own grace)
 
 
 def test_more_gpus_than_the_node_has_is_refused() -> None:

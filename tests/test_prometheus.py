@@ -27,7 +27,9 @@ import pytest
 
 from autotune.discovery import Registry
 from autotune.metrics import TunerMetrics
-from test_workers import TAG, no_leftover_servers  # noqa: F401  (fixture: no server outlives a test)
+from conftest import TAG
+
+pytestmark = pytest.mark.usefixtures("no_leftover_servers")  # no simulated server outlives a test (conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "deploy" / "prometheus" / "prometheus.yml"

@@ -16,7 +16,9 @@ from workers.process import port_in_use
 from workers.spec import ServerSpec
 from workers.trial import TrialSpec
 
-from test_workers import TAG, no_leftover_servers, sim_servers  # noqa: F401  (fixture: no server outlives a test)
+from conftest import TAG, sim_servers
+
+pytestmark = pytest.mark.usefixtures("no_leftover_servers")  # no simulated server outlives a test (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -32,25 +32,20 @@ from autotune.cli.app import app
 from autotune.hardware import load_gpu
 from autotune.models import load_model
 from autotune.pools import KVGeometry, WorkloadShape, analytic_optimum, default_chunked_prefill_size, estimate_budget
+from autotune.sglang_facts import DEFAULT_RATIO, RATIO
 from autotune.store import Store
-from autotune.study.controller import (
-    ATTR_FINAL,
-    ATTR_OWNER,
-    ATTR_RESULT,
-    DEFAULT_RATIO,
-    _trial_spec,
-    open_study,
-    run_study,
-    storage_for,
-)
+from autotune.study.controller import _trial_spec, open_study, run_study, storage_for
 from autotune.study.objective import Objective
 from autotune.study.plan import build_plan
-from autotune.study.runners import RayRunner, run_sim_fast
-from autotune.study.space import RATIO
+from autotune.study.trial_attrs import ATTR_FINAL, ATTR_OWNER, ATTR_RESULT
 from autotune.workloads import concurrency_limit, load_workload_yaml
+from workers.ray_runner import RayRunner
+from workers.sim_fast import run_sim_fast
 from optuna.trial import FrozenTrial, TrialState
 
-from test_workers import TAG, no_leftover_servers, sim_servers  # noqa: F401  (fixture: no server outlives a test)
+from conftest import TAG, sim_servers
+
+pytestmark = pytest.mark.usefixtures("no_leftover_servers")  # no simulated server outlives a test (conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -263,7 +258,9 @@ def test_killed_tuner_resumes_without_losing_or_repeating_trials(tmp_path: Path)
     url = f"sqlite:///{db}"
     workload = tmp_path / "mid.yaml"
     workload.write_text(MID_WORKLOAD)
-    args = run_args(url, tmp_path, trials=6, workload=workload)
+    # A 1 s heartbeat and a 4 s grace period (StudyPlan.heartbeat_s, .grace_s): the resumed tuner
+    # waits seconds, not the default 40 s, for the orphan to go stale.
+    args = [*run_args(url, tmp_path, trials=6, workload=workload), "--heartbeat-s", "1", "--grace-s", "4"]
 
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=cli_env(),
@@ -369,7 +366,7 @@ def test_tuner_killed_while_recording_a_result_still_measures_every_trial(tmp_pa
 def sim_cluster() -> Iterator[None]:
     import ray
 
-    # The Ray processes inherit this process's environment, TAG included (test_workers sets it),
+    # The Ray processes inherit this process's environment, TAG included (conftest.py sets it),
     # so the servers they start are the ones the leak check looks for.
     assert os.environ.get("AUTOTUNE_TEST_TAG") == TAG["AUTOTUNE_TEST_TAG"]
     ray.init(resources={"sim_slot": 1}, num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -425,7 +422,7 @@ def test_worker_lost_mid_trial_is_run_again_and_the_study_finishes(sim_cluster: 
     assert len(done) == 3 and all(t.state == TrialState.COMPLETE for t in done)
     assert all(t.user_attrs[ATTR_RESULT]["backend"] == "sim" for t in done)
     assert outcome.trials_finished == 3 and outcome.trials_failed == 0
-    # no_leftover_servers (autouse, from test_workers) checks that the killed worker's server is gone.
+    # no_leftover_servers (conftest.py) checks that the killed worker's server is gone.
 
 
 # -- 5: the database is unreachable or read-only -------------------------------------------------

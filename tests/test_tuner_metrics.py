@@ -18,7 +18,7 @@ from autotune.models import load_model
 from autotune.study.controller import run_study, storage_for
 from autotune.study.objective import Objective
 from autotune.study.plan import build_plan
-from autotune.study.runners import InProcessRunner
+from workers.sim_fast import InProcessRunner
 from autotune.workloads import load_workload_yaml
 from workers.failures import FailureKind
 

@@ -15,7 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from autotune.hardware import load_gpu
@@ -27,35 +26,11 @@ from workers.process import port_in_use
 from workers.spec import ServerSpec
 from workers.trial import TrialSpec, run_trial
 
+from conftest import TAG, sim_servers
+
 ROOT = Path(__file__).resolve().parents[1]
-# Servers started by this test session carry this tag in their environment, so the leak check
-# never confuses them with servers other processes on the machine run.
-TAG = {"AUTOTUNE_TEST_TAG": f"pytest-{os.getpid()}"}
-os.environ.update(TAG)
 
-
-def sim_servers() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if "autotune.sim.server" in (proc.info["cmdline"] or []) and proc.environ().get("AUTOTUNE_TEST_TAG") == TAG["AUTOTUNE_TEST_TAG"]:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_servers():
-    before = {p.pid for p in sim_servers()}
-    yield
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and [p for p in sim_servers() if p.pid not in before]:
-        time.sleep(0.2)
-    left = [p for p in sim_servers() if p.pid not in before]
-    for proc in left:
-        proc.kill()
-    assert not left, f"server processes outlived their trial: {[p.pid for p in left]}"
+pytestmark = pytest.mark.usefixtures("no_leftover_servers")
 
 
 def sim_spec(ratio: float = 0.5, **sim_flags) -> ServerSpec:

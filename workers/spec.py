@@ -10,36 +10,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
+from autotune.sglang_facts import ENABLE_METRICS, LAUNCH_MODULE, SIMULATOR_ONLY_FLAGS, flag_args
+
 Backend = Literal["sglang", "sim"]
 
 SERVER_MODULES: dict[str, str] = {
-    "sglang": "sglang.launch_server",
+    "sglang": LAUNCH_MODULE,
     "sim": "autotune.sim.server",
 }
-
-# Flags only the simulated server understands; never passed to real SGLang.
-SIM_ONLY_FLAGS = frozenset({"gpu", "kv-budget-gb", "speculative-accept-length", "time-scale", "boot-delay", "sglang-version"})
-
-
-def flag_args(flags: Mapping[str, object]) -> list[str]:
-    """SGLang's command-line form of a flag mapping: `--name value`, `--name` for True, lists spread.
-
-    The same rules as SGLang's `--config` file (reference §1), so a flag set and an exported config
-    mean the same thing. Keys are the long names without dashes: `swa-full-tokens-ratio`.
-    """
-    args: list[str] = []
-    for name, value in flags.items():
-        if "_" in name:
-            raise ValueError(f"flag {name!r}: use SGLang's hyphenated name ({name.replace('_', '-')!r})")
-        if value is None or value is False:
-            continue
-        if value is True:
-            args.append(f"--{name}")
-        elif isinstance(value, (list, tuple)):
-            args.extend([f"--{name}", *map(str, value)])
-        else:
-            args.extend([f"--{name}", str(value)])
-    return args
 
 
 @dataclass(frozen=True)
@@ -57,7 +35,7 @@ class ServerSpec:
     def __post_init__(self) -> None:
         if self.backend not in SERVER_MODULES:
             raise ValueError(f"unknown backend {self.backend!r}; use one of {sorted(SERVER_MODULES)}")
-        clash = SIM_ONLY_FLAGS & set(self.flags)
+        clash = SIMULATOR_ONLY_FLAGS & set(self.flags)
         if clash:
             raise ValueError(f"{sorted(clash)} are simulator-only flags: put them in sim_flags")
         if self.backend == "sglang" and self.sim_flags:
@@ -70,13 +48,13 @@ class ServerSpec:
     def argv(self, port: int) -> list[str]:
         """The exact command line, `--enable-metrics` always on (the scraper needs it)."""
         flags = dict(self.flags)
-        flags.pop("enable-metrics", None)
+        flags.pop(ENABLE_METRICS, None)
         argv = [
             self.python, "-m", SERVER_MODULES[self.backend],
             "--model-path", self.model_path,
             "--host", self.host,
             "--port", str(port),
-            "--enable-metrics",
+            f"--{ENABLE_METRICS}",
             *flag_args(flags),
         ]
         if self.simulated:

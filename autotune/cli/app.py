@@ -11,6 +11,7 @@ from rich.table import Table
 from autotune.cli.errors import fail, user_errors
 from autotune.hardware import load_gpu
 from autotune.models import ModelSpec, catalog_specs, load_model
+from autotune.sglang_facts import DEFAULT_RATIO
 from autotune.pools import (
     KVBudget,
     KVGeometry,
@@ -189,7 +190,7 @@ def plan_command(
             concurrency=concurrency,
         )
         best = analytic_optimum(geometry, budget.bytes, shape, page_size=page_size, chunked_prefill_size=chunk)
-        default = capacity_at(geometry, budget.bytes, 0.8, shape, page_size=page_size, chunked_prefill_size=chunk)
+        default = capacity_at(geometry, budget.bytes, DEFAULT_RATIO, shape, page_size=page_size, chunked_prefill_size=chunk)
         plateau = f"{best.plateau[0]:.3f}-{best.plateau[1]:.3f}" if best.plateau else "none"
         table.add_row(
             item.name,

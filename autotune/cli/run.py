@@ -8,48 +8,38 @@ from typing import Any, Optional
 import warnings
 
 import optuna
+import sqlalchemy
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autotune.cli.errors import fail
 from autotune import discovery
+from autotune.cli.errors import fail
 from autotune.metrics import MetricsPortInUse, TunerMetrics, study_event_hook
 from autotune.models import load_model
 from autotune.models.dummy import CANNOT_TELL, dummy_spec, write_dummy_model
-import sqlalchemy
-
+from autotune.rules import record_outcome
+from autotune.sglang_facts import LOAD_FORMAT, RATIO
 from autotune.store import Store, StoreError
 from autotune.store.errors import explain
-from autotune.study.controller import Outcome, StudyPlan, run_study, storage_for, with_slo
-from autotune.study.plan import DEFAULT_SIM_GPU, DEFAULT_TIME_SCALE, build_plan, choose_backend, record_outcome, resolve_gpu
-from autotune.study.runners import InProcessRunner, LocalRunner, RayRunner, RunnerChoice, TrialRunner, choose_runner, local_gpu_ids
-from autotune.study.space import RATIO
+from autotune.study.backend import choose_backend
+from autotune.study.controller import run_study, storage_for, with_slo
+from autotune.study.plan import (
+    DEFAULT_GRACE_S,
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_SIM_GPU,
+    DEFAULT_TIME_SCALE,
+    Outcome,
+    StudyPlan,
+    build_plan,
+    resolve_gpu,
+)
 from autotune.workloads import parse_workload_arg
+from workers.runners import choose_runner, open_runner
 
 console = Console(highlight=False)
 DEFAULT_STORAGE = "sqlite:///autotune.db"
-
-
-def _runner(backend: str, choice: RunnerChoice, parallel: int, tp: int, ray_address: str | None) -> TrialRunner:
-    console.print(choice.reason)
-    if choice.runner == "in-process":
-        return InProcessRunner(parallel)
-    if choice.runner == "local":
-        if backend == "sglang":
-            return LocalRunner(parallel, gpus_per_trial=tp, gpu_ids=local_gpu_ids())
-        return LocalRunner(parallel)  # simulated servers need no GPU
-    from workers.pool import WorkerPool, WorkerResources, connect
-
-    if backend == "sim":
-        # Simulated servers need no GPU: each worker holds one "sim_slot" of a local cluster.
-        connect(ray_address, **({} if ray_address else {"resources": {"sim_slot": parallel}, "num_cpus": max(parallel, 1)}))
-        resources = WorkerResources(gpus=0, custom={"sim_slot": 1})
-    else:
-        connect(ray_address)
-        resources = WorkerResources(gpus=tp)
-    return RayRunner(WorkerPool(resources, num_workers=parallel))
 
 
 def _ratios(text: str | None) -> tuple[float, ...]:
@@ -92,7 +82,7 @@ def _report(plans: list[StudyPlan], outcomes: list[Outcome]) -> None:
     if simulated:
         console.print("Simulated results: from autotune's simulated SGLang, not a GPU. Rank ratios with them; "
                       "confirm on real SGLang (--backend sglang) before serving.")
-    if any(plan.server_flags.get("load-format") == "dummy" for plan in plans):
+    if any(plan.server_flags.get(LOAD_FORMAT) == "dummy" for plan in plans):
         console.print("Dummy weights: pool layouts and memory-bound behaviour are exact; not measured: "
                       + "; ".join(CANNOT_TELL) + ". Re-run the best ratios with the checkpoint before serving.")
 
@@ -121,6 +111,8 @@ def run_command(
     log_dir: Path = typer.Option(Path("autotune-logs"), "--log-dir", help="Where every trial's server log goes."),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve the tuner's own Prometheus metrics (and /sd, the trial servers for Prometheus) on PORT."),
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address for --metrics-port (0.0.0.0 inside a cluster, so Prometheus can reach it)."),
+    heartbeat_s: int = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat-s", min=1, hidden=True, help="Optuna heartbeat interval of running trials (s)."),
+    grace_s: int = typer.Option(DEFAULT_GRACE_S, "--grace-s", min=1, hidden=True, help="A trial whose heartbeat is older than this (s) was left by a tuner that died."),
 ) -> None:
     """Tune --swa-full-tokens-ratio for a model: one Optuna study per workload, persisted in --storage.
 
@@ -156,13 +148,14 @@ def run_command(
             n_trials=trials, page_size=page_size, tp=tp, mem_fraction_static=mem_fraction_static,
             kv_budget_gb=kv_budget_gb, time_scale=time_scale, extra_args=extra, log_dir=str(log_dir),
             dummy_weights=dummy_weights, try_ratios=_ratios(try_ratios), early_stop=early_stop,
+            heartbeat_s=heartbeat_s, grace_s=grace_s,
         )
         for w in workloads
     ]
     store = Store(storage)
     try:
         store.migrate()
-        optuna_storage = storage_for(storage)
+        optuna_storage = storage_for(storage, heartbeat_s=heartbeat_s, grace_s=grace_s)
     except StoreError as exc:
         fail(str(exc))
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
@@ -175,7 +168,8 @@ def run_command(
             metrics.serve(metrics_port, metrics_host)
         except MetricsPortInUse as exc:
             fail(str(exc))
-    trial_runner = _runner(choice.backend, runner_choice, parallel, tp, ray_address)
+    console.print(runner_choice.reason)
+    trial_runner = open_runner(runner_choice, choice.backend, parallel, tp, ray_address)
     outcomes: list[Outcome] = []
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

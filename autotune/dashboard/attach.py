@@ -22,6 +22,7 @@ from optuna_dashboard import get_note, save_note, save_plotly_graph_object
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from autotune.dashboard.plots import StudyView, TrialView, study_figures, trial_figures
+from autotune.sglang_facts import DEFAULT_RATIO
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def rules_and_exports_markdown(rules: Iterable[Any], exports: Iterable[Any]) -> 
 def study_note(view: StudyView, rules_md: str = "") -> str:
     a = view.attrs
     best = view.best()
-    default = next((t for t in view.complete() if t.ratio is not None and abs(t.ratio - 0.8) < 1e-9), None)
+    default = next((t for t in view.complete() if t.ratio is not None and abs(t.ratio - DEFAULT_RATIO) < 1e-9), None)
     lines = [f"## {view.title}", ""]
     if view.simulated:
         lines += ["**SIMULATED**: these trials ran on autotune's simulated SGLang, not a GPU.", ""]
@@ -85,9 +86,9 @@ def study_note(view: StudyView, rules_md: str = "") -> str:
     if best is not None:
         line = f"- optimum: ratio **{best.ratio:.3f}** (trial {best.number}), {_fmt(best.values[0])} {view.labels[0] if view.labels else ''}"
         if default is not None and default.values and default.values[0]:
-            line += f"; default 0.8: {_fmt(default.values[0])} (gain {best.values[0] / default.values[0] - 1:+.1%})"
+            line += f"; default {DEFAULT_RATIO:g}: {_fmt(default.values[0])} (gain {best.values[0] / default.values[0] - 1:+.1%})"
         lines.append(line)
-    lines.append(f"- hand rule: {view.hand_rule:g} ({'MoE' if view.moe else 'dense'}); SGLang default 0.8")
+    lines.append(f"- hand rule: {view.hand_rule:g} ({'MoE' if view.moe else 'dense'}); SGLang default {DEFAULT_RATIO:g}")
     lines += ["", "Plots: `autotune-ratio` (throughput/TTFT vs ratio), one `autotune-trial-NNNN` per trial"
               + (", `autotune-pareto`" if view.multi_objective else "") + "."]
     if rules_md:

@@ -1,7 +1,7 @@
 """Plotly figures from what the study loop stores on each trial and study (no Optuna objects needed
 beyond `FrozenTrial`-like records: `number`, `state`, `params`, `values`, `user_attrs`).
 
-Trial user attrs (autotune/study/controller.py): `result` = TrialResult.to_dict() with `samples`
+Trial user attrs (autotune/study/trial_attrs.py): `result` = TrialResult.to_dict() with `samples`
 (MetricSample dicts), `summary` (ServingSummary dict), `full_tokens`, `swa_tokens`, `failure`,
 `simulated`. Study user attrs: model, model_features (incl. "moe"), gpu, workload, simulated,
 objective, objective_labels.
@@ -15,8 +15,9 @@ from typing import Any, Iterable, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-RATIO = "swa_full_tokens_ratio"
-DEFAULT_RATIO = 0.8  # SGLang's default
+from autotune.sglang_facts import DEFAULT_RATIO, RATIO
+from autotune.study.trial_attrs import ATTR_CONSTRAINTS, ATTR_RESULT
+
 HAND_RULE_MOE = 0.15  # the hand-written rule for MoE Gemma 4
 HAND_RULE_DENSE = 0.8
 
@@ -47,8 +48,8 @@ class TrialView:
             state=state,
             ratio=trial.params.get(RATIO),
             values=values,
-            result=attrs.get("result"),
-            constraints=tuple(attrs.get("constraints") or ()),
+            result=attrs.get(ATTR_RESULT),
+            constraints=tuple(attrs.get(ATTR_CONSTRAINTS) or ()),
         )
 
     @property

@@ -9,7 +9,7 @@ directory holds only a `config.json`, written from the catalog in the form SGLan
   Gemma 4's attention fields only for `model_type: gemma4`, and crashes on the text config
   (`'Gemma4TextConfig' object has no attribute 'swa_num_key_value_heads'`), so the rearranged
   fields are written here: full-layer shape in the base keys, sliding shape in `swa_*` keys
-  (reference real-sglang.md). Later releases read the same keys.
+  (docs/reference/real-sglang.md). Later releases read the same keys.
 - Other architectures: the catalog's config as it is (not yet booted on real SGLang here).
 
 What dummy weights cannot tell: MoE routing (a random router spreads tokens unlike a trained one),
@@ -26,8 +26,9 @@ from typing import Any
 
 from autotune.models.catalog import find_entry
 from autotune.models.spec import ModelSpec, read_config_file, spec_from_config
+from autotune.sglang_facts import LOAD_FORMAT, SKIP_TOKENIZER_INIT
 
-DUMMY_LOAD_FLAGS: dict[str, object] = {"load-format": "dummy", "skip-tokenizer-init": True}
+DUMMY_LOAD_FLAGS: dict[str, object] = {LOAD_FORMAT: "dummy", SKIP_TOKENIZER_INIT: True}
 
 CANNOT_TELL = (
     "MoE routing (a random router spreads tokens over experts unlike a trained one, so decode speed is a guide)",

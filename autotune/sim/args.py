@@ -34,10 +34,10 @@ from autotune.hardware import GPUProfile, UnknownGPU, load_gpu
 from autotune.models import ModelSpec, load_model
 from autotune.models.spec import KV_DTYPE_BYTES
 from autotune.pools import pinned_budget
-from autotune.sim.config import DEFAULT_DECODE_LOG_INTERVAL, DEFAULT_MAX_PREFILL_TOKENS, EMULATED_SGLANG_VERSION, SimServerConfig
+from autotune.sim.config import DEFAULT_DECODE_LOG_INTERVAL, DEFAULT_MAX_PREFILL_TOKENS, SimServerConfig
+from autotune.sim.own_flags import add_simulator_flags
 
 PROG = "python -m autotune.sim.server"
-DEFAULT_GPU = "H100-80GB"
 
 # Flags a real launch passes that do not change what the simulator does (dest -> argparse kwargs).
 # They are accepted, kept, and reported back by /server_info like any other argument.
@@ -141,18 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(flag, help=argparse.SUPPRESS, **kwargs)
     for flag in _IGNORED_SWITCHES:
         add(flag, action="store_true", help=argparse.SUPPRESS)
-    sim = parser.add_argument_group("simulator only")
-    sim.add_argument("--gpu", default=DEFAULT_GPU, help="GPU profile name, alias or YAML file.")
-    sim.add_argument("--kv-budget-gb", type=float, default=None, help="Pin the KV budget (decimal GB, 10^9 bytes).")
-    sim.add_argument("--speculative-accept-length", type=float, default=None, help="Simulated MTP: tokens per step.")
-    sim.add_argument("--time-scale", type=float, default=1.0, help="Run the simulated clock this many times faster.")
-    sim.add_argument(
-        "--sglang-version", default=EMULATED_SGLANG_VERSION,
-        help=f"The SGLang release whose scheduler rules to follow (default {EMULATED_SGLANG_VERSION}; 0.5.17 differs).",
-    )
-    sim.add_argument(
-        "--boot-delay", type=float, default=0.0, help="Wall seconds of simulated weight loading before the port binds."
-    )
+    add_simulator_flags(parser.add_argument_group("simulator only"))
     return parser
 
 
@@ -294,7 +283,7 @@ def server_config(args: SimArgs, model: ModelSpec, gpu: GPUProfile) -> SimServer
         prefill_cuda_graph=not (args.disable_cuda_graph or args.disable_prefill_cuda_graph),
     )
     if config.hybrid and args.disable_radix_cache and args.max_running_requests is not None:
-        # sglang.md §1: SGLang then sizes the SWA pool from the request cap
+        # docs/reference/sglang.md §1: SGLang then sizes the SWA pool from the request cap
         # (SWARequestCapPoolConfigurator) and ignores the ratio. The simulator does not model
         # that layout, and a tuner must not combine the two flags anyway.
         raise FlagConflict(

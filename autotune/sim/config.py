@@ -13,14 +13,13 @@ from autotune.hardware.profile import GIB, GPUProfile
 from autotune.models.spec import ModelSpec
 from autotune.pools.budget import KVBudget, default_chunked_prefill_size, estimate_budget
 from autotune.pools.sizing import KVGeometry, PoolLayout, size_pools, validate_ratio
+from autotune.sglang_facts import DEFAULT_RATIO
+from autotune.sim.own_flags import EMULATED_SGLANG_VERSION
 from autotune.sim.request import floor_page
 
-DEFAULT_RATIO = 0.8  # SGLang's effective value when --swa-full-tokens-ratio is not passed
 DEFAULT_MAX_PREFILL_TOKENS = 16384
 DEFAULT_DECODE_LOG_INTERVAL = 40
 
-
-EMULATED_SGLANG_VERSION = "0.5.23"
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -36,7 +35,7 @@ class SimServerConfig:
 
     model: ModelSpec
     gpu: GPUProfile
-    swa_full_tokens_ratio: float | None = None  # None: not passed (effective 0.8)
+    swa_full_tokens_ratio: float | None = None  # None: not passed (effective DEFAULT_RATIO)
     page_size: int = 1
     chunked_prefill_size: int | None = None  # None: SGLang's GPU-memory default
     max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS

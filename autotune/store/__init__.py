@@ -6,7 +6,6 @@ same database URL. Other modules use `Store` and the records, never the schema.
 
 from autotune.store.errors import StoreError
 from autotune.store.records import (
-    DEFAULT_RATIO,
     ExportRecord,
     GPURecord,
     ModelRecord,
@@ -18,7 +17,6 @@ from autotune.store.records import (
 from autotune.store.store import Store
 
 __all__ = [
-    "DEFAULT_RATIO",
     "ExportRecord",
     "GPURecord",
     "ModelRecord",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-DEFAULT_RATIO = 0.8  # SGLang's default --swa-full-tokens-ratio: the baseline every gain is measured against
+from autotune.sglang_facts import DEFAULT_RATIO  # the baseline every gain is measured against
 
 # A workload is "long-context" when prompts dominate both absolutely and relative to outputs:
 # then the full pool (prompt + output per request) is what runs out, not the SWA pool.

@@ -13,125 +13,53 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from autotune.hardware import GPUProfile
-from autotune.models import ModelSpec
 from autotune.pools.check import PoolCheck, check_layout
-from autotune.pools import KVGeometry, WorkloadShape, analytic_optimum, default_chunked_prefill_size, min_feasible_ratio
 from autotune.serving_metrics import SLO
 from autotune.study.objective import RETRY, Objective
-from autotune.study.runners import TrialRunner
-from autotune.study.space import RATIO, SearchSpace
-from autotune.workloads import Workload, concurrency_limit
+from autotune.sglang_facts import DEFAULT_RATIO, RATIO, to_flag
+from autotune.study.plan import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Outcome, StudyPlan
+from autotune.study.trial_attrs import (
+    ATTR_CONSTRAINTS,
+    ATTR_ENQUEUED_AS,
+    ATTR_FINAL,
+    ATTR_OWNER,
+    ATTR_POOL_CHECK,
+    ATTR_RESULT,
+    ATTR_RETRY_OF,
+    ATTR_SIMULATED,
+    told_state,
+)
+from autotune.study.trial_runner import TrialRunner
 from workers.early_stop import EarlyStop
 from workers.spec import ServerSpec
 from workers.trial import TrialResult, TrialSpec
 
-DEFAULT_RATIO = 0.8
-HEARTBEAT_S = 10
-GRACE_S = 30
 MAX_RETRY = 3
 
-# user attrs on every trial
-ATTR_RESULT = "result"  # TrialResult.to_dict() without the per-request arrays
-ATTR_FINAL = "final"  # True once the trial counts towards --trials
-ATTR_OWNER = "owner"  # host:pid of the tuner that ran it
-ATTR_POOL_CHECK = "pool_check"  # the booted layout against the pool model (autotune/pools/check.py)
 
-
-@dataclass(frozen=True)
-class StudyPlan:
-    model: ModelSpec
-    gpu: GPUProfile
-    workload: Workload
-    backend: str  # sglang | sim | sim-fast
-    server_version: str
-    objective: Objective
-    space: SearchSpace
-    n_trials: int
-    model_path: str  # what --model-path gets
-    budget_bytes: int  # the KV budget the feasible range and the first trial come from
-    server_flags: dict[str, Any] = field(default_factory=dict)  # fixed flags (page-size, tp-size, ...)
-    sim_flags: dict[str, Any] = field(default_factory=dict)
-    extra_args: tuple[str, ...] = ()
-    log_dir: str = "autotune-logs"
-    hang_timeout_s: float = 120.0
-    boot_timeout_s: float = 900.0
-    early_stop: bool = True  # stop trials that are clearly lost (workers/early_stop.py)
-    try_ratios: tuple[float, ...] = ()  # measured before the sampler's own picks (`--try`)
-
-    @property
-    def name(self) -> str:
-        return f"{self.model.name}|{self.gpu.name}|{self.workload.name}|{self.server_version}"
-
-    @property
-    def simulated(self) -> bool:
-        return self.backend != "sglang"
-
-    @property
-    def page_size(self) -> int:
-        return int(self.server_flags.get("page-size", 1))
-
-    @property
-    def tp(self) -> int:
-        return int(self.server_flags.get("tp-size", 1))
-
-    def geometry(self) -> KVGeometry:
-        return KVGeometry.of(self.model, tp=self.tp, kv_dtype=str(self.server_flags.get("kv-cache-dtype", "bf16")))
-
-    def feasible_low(self) -> float:
-        low = min_feasible_ratio(self.geometry(), self.budget_bytes, self.page_size)
-        if low is None:
-            raise ValueError(
-                f"no ratio boots {self.model.name} on {self.gpu.name} with this KV budget: even at 1.0 the SWA pool "
-                "cannot hold one window; raise --mem-fraction-static or --tp"
-            )
-        return low
-
-    def first_ratios(self) -> list[float]:
-        """The capacity model's optimum first, then SGLang's default (the baseline of every gain)."""
-        shape = WorkloadShape(
-            prompt_len=self.workload.total_prompt_tokens / len(self.workload.requests),
-            output_len=self.workload.total_output_tokens / len(self.workload.requests),
-            concurrency=concurrency_limit(self.workload.arrival),
-        )
-        chunk = int(self.server_flags.get("chunked-prefill-size") or default_chunked_prefill_size(self.gpu.memory_mib))
-        best = analytic_optimum(self.geometry(), self.budget_bytes, shape, page_size=self.page_size, chunked_prefill_size=chunk)
-        return [round(best.ratio, 3)] + ([DEFAULT_RATIO] if abs(best.ratio - DEFAULT_RATIO) > 1e-3 else [])
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A study's answer: its best trial against SGLang's default."""
-
-    study_name: str
-    best_params: dict[str, Any] | None
-    best_values: list[float] | None
-    best_result: dict[str, Any] | None
-    default_values: list[float] | None
-    trials_finished: int
-    trials_failed: int
-
-    @property
-    def gain(self) -> float | None:
-        if not self.best_values or not self.default_values or not self.default_values[0]:
-            return None
-        return self.best_values[0] / self.default_values[0] - 1.0
-
-
-def storage_for(url: str) -> RDBStorage:
+def storage_for(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, grace_s: int = DEFAULT_GRACE_S) -> RDBStorage:
+    """Optuna's storage at `url`, with the heartbeat the plans that run on it use (StudyPlan.heartbeat_s, .grace_s)."""
     return RDBStorage(
         url,
-        heartbeat_interval=HEARTBEAT_S,
-        grace_period=GRACE_S,
+        heartbeat_interval=heartbeat_s,
+        grace_period=grace_s,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
     )
+
+
+def _check_heartbeat(plan: StudyPlan, storage: optuna.storages.BaseStorage) -> None:
+    """Optuna expires trials by the storage's grace period, the loop waits by the plan's: they must agree."""
+    if isinstance(storage, RDBStorage) and (storage.heartbeat_interval, storage.grace_period) != (plan.heartbeat_s, plan.grace_s):
+        raise ValueError(
+            f"the storage's heartbeat ({storage.heartbeat_interval} s, grace {storage.grace_period} s) is not the plan's "
+            f"({plan.heartbeat_s} s, grace {plan.grace_s} s): open it with storage_for(url, heartbeat_s=..., grace_s=...)"
+        )
 
 
 def _owner() -> str:
@@ -157,15 +85,16 @@ class _Heartbeat(threading.Thread):
     """Records Optuna heartbeats for the trials this tuner is running (ask-and-tell has no
     `optimize()` to do it), so a killed tuner's trials go stale after the grace period."""
 
-    def __init__(self, storage: RDBStorage) -> None:
+    def __init__(self, storage: RDBStorage, interval_s: float) -> None:
         super().__init__(daemon=True, name="optuna-heartbeat")
         self.storage = storage
+        self.interval_s = interval_s
         self.trial_ids: set[int] = set()
         self.lock = threading.Lock()
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.wait(HEARTBEAT_S / 2):
+        while not self.stopped.wait(self.interval_s / 2):
             with self.lock:
                 ids = list(self.trial_ids)
             for trial_id in ids:
@@ -181,17 +110,18 @@ class _Heartbeat(threading.Thread):
             self.trial_ids.discard(trial_id)
 
 
-def _sampler(plan: StudyPlan) -> optuna.samplers.BaseSampler:
+def sampler_for(plan: StudyPlan) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded by the plan (bench/bench_search.py runs it with other seeds)."""
     # SLO limits reach the samplers as the trials' constraints (Trial.set_constraint in _tell).
     if plan.objective.name == "pareto":
-        return optuna.samplers.NSGAIISampler(seed=0)
-    return optuna.samplers.TPESampler(seed=0, n_startup_trials=4, multivariate=True)
+        return optuna.samplers.NSGAIISampler(seed=plan.seed)
+    return optuna.samplers.TPESampler(seed=plan.seed, n_startup_trials=4, multivariate=True)
 
 
 def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
     study = optuna.create_study(
         study_name=plan.name, storage=storage, directions=plan.objective.directions,
-        sampler=_sampler(plan), load_if_exists=True,
+        sampler=sampler_for(plan), load_if_exists=True,
     )
     if not study.user_attrs:
         for key, value in {
@@ -205,7 +135,7 @@ def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
         }.items():
             study.set_user_attr(key, value)
         for ratio in plan.first_ratios():
-            study.enqueue_trial({RATIO: ratio}, user_attrs={"enqueued_as": "analytic optimum" if ratio != DEFAULT_RATIO else "SGLang default"})
+            study.enqueue_trial({RATIO: ratio}, user_attrs={ATTR_ENQUEUED_AS: "analytic optimum" if ratio != DEFAULT_RATIO else "SGLang default"})
     return study
 
 
@@ -218,7 +148,7 @@ def _enqueue_tries(study: optuna.Study, ratios: tuple[float, ...]) -> None:
     for ratio in ratios:
         covered = any(abs(float(p.get(RATIO, -1)) - ratio) < 1e-9 and len(p) == 1 for p in planned)
         if not covered:
-            study.enqueue_trial({RATIO: ratio}, user_attrs={"enqueued_as": "asked for (--try)"})
+            study.enqueue_trial({RATIO: ratio}, user_attrs={ATTR_ENQUEUED_AS: "asked for (--try)"})
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -229,7 +159,7 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in trials if t.state.is_finished() and t.user_attrs.get(ATTR_FINAL) and t.number not in expired]
 
 
-def _reclaim_orphans(study: optuna.Study, notify: Callable[[str], None]) -> None:
+def _reclaim_orphans(study: optuna.Study, plan: StudyPlan, notify: Callable[[str], None]) -> None:
     """Trials a dead tuner on this host left RUNNING: wait for their heartbeat to go stale, then
     let Optuna fail them and its retry callback enqueue them again."""
     orphans = [
@@ -240,10 +170,10 @@ def _reclaim_orphans(study: optuna.Study, notify: Callable[[str], None]) -> None
         optuna.trial.Trial(study, trial._trial_id).set_user_attr(ATTR_FINAL, False)
     if orphans:
         notify(
-            f"{len(orphans)} trial(s) were left running by a tuner that died; waiting up to {GRACE_S} s "
+            f"{len(orphans)} trial(s) were left running by a tuner that died; waiting up to {plan.grace_s} s "
             "for Optuna's heartbeat to expire them, then they run again"
         )
-        deadline = time.monotonic() + GRACE_S + HEARTBEAT_S
+        deadline = time.monotonic() + plan.grace_s + plan.heartbeat_s
         while time.monotonic() < deadline:
             fail_stale_trials(study)
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -254,7 +184,7 @@ def _reclaim_orphans(study: optuna.Study, notify: Callable[[str], None]) -> None
 
 def _trial_spec(plan: StudyPlan, trial: optuna.trial.Trial, params: dict[str, Any]) -> TrialSpec:
     flags = dict(plan.server_flags)
-    flags.update({SearchSpace.flag(name): value for name, value in params.items()})
+    flags.update({to_flag(name): value for name, value in params.items()})
     return TrialSpec(
         trial_id=f"{plan.model.name}-{plan.workload.name}-t{trial.number}",
         server=ServerSpec(
@@ -285,7 +215,7 @@ def _stored_result(result: TrialResult) -> dict[str, Any]:
 def _tell(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial, result: TrialResult) -> str:
     """Record a result; returns what happened to the trial (for progress lines)."""
     trial.set_user_attr(ATTR_RESULT, _stored_result(result))
-    trial.set_user_attr("simulated", result.simulated)
+    trial.set_user_attr(ATTR_SIMULATED, result.simulated)
     check = pool_check(plan, trial.params, result)
     if check is not None:
         trial.set_user_attr(ATTR_POOL_CHECK, check.to_dict())
@@ -327,22 +257,23 @@ def budget_note(plan: StudyPlan, check: dict[str, Any] | None) -> str | None:
 
 def _tell_values(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial, result: TrialResult) -> str:
     values = plan.objective.values(result)
+    state = told_state(values, result.stopped_early)
     if values is None:
         final = result.failure not in RETRY
         trial.set_user_attr(ATTR_FINAL, final)
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=state)
         if not final:  # no information: run the same parameters again
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            study.enqueue_trial(trial.params, user_attrs={ATTR_RETRY_OF: trial.number})
         return f"failed ({result.failure.value}{'' if final else ', will run again'}): {result.message}"
     constraints = plan.objective.constraints(result)
-    trial.set_user_attr("constraints", constraints)
+    trial.set_user_attr(ATTR_CONSTRAINTS, constraints)
     for name, value in zip(plan.objective.constraint_names, constraints):
         trial.set_constraint(name, value)
     trial.set_user_attr(ATTR_FINAL, True)
-    if result.stopped_early and len(values) == 1:
+    if state == TrialState.PRUNED:
         # Pruned, with what it measured before it was stopped as its last intermediate value.
         trial.report(values[0], step=result.summary.completed if result.summary else 0)
-        study.tell(trial, state=TrialState.PRUNED)
+        study.tell(trial, state=state)
         return result.message
     study.tell(trial, values)
     return f"{result.failure.value}: {result.message}" if result.failure else "ok"
@@ -356,11 +287,12 @@ def run_study(
     on_event: Callable[[str, dict[str, Any]], None] = lambda kind, data: None,
 ) -> Outcome:
     """Run until `plan.n_trials` trials have finished (across restarts), then report."""
+    _check_heartbeat(plan, storage)
     study = open_study(plan, storage)
-    _reclaim_orphans(study, lambda message: on_event("note", {"message": message}))
+    _reclaim_orphans(study, plan, lambda message: on_event("note", {"message": message}))
     _enqueue_tries(study, plan.try_ratios)
     distributions = plan.space.distributions(plan.feasible_low())
-    heartbeat = _Heartbeat(storage)
+    heartbeat = _Heartbeat(storage, plan.heartbeat_s)
     heartbeat.start()
     in_flight: dict[str, optuna.trial.Trial] = {}
     announced: set[str] = set()
@@ -405,7 +337,7 @@ def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
     done = [t for t in _finished(study) if t.state == TrialState.COMPLETE]
     failed = [t for t in _finished(study) if t.state == TrialState.FAIL]
     pruned = [t for t in _finished(study) if t.state == TrialState.PRUNED]
-    feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get("constraints", []))]
+    feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get(ATTR_CONSTRAINTS, []))]
     default = [t for t in done if _is_default(t.params)]
     if feasible:
         best = max(feasible, key=lambda t: (t.values[0], -(t.values[1] if len(t.values) > 1 else 0)))

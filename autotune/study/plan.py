@@ -1,92 +1,130 @@
-"""From `autotune run`'s options to StudyPlans: the backend, the GPU, the KV budget, the flags.
+"""A study's plan (what is tuned, where, for which workload, how long) and its outcome, and how
+`autotune run`'s options become plans: the GPU, the KV budget, the flags.
 
 Kept apart from the CLI so that tests and other front ends build studies the same way.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import shutil
-import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autotune.hardware import GPUProfile, builtin_profiles, load_gpu
+from autotune.hardware import GPUProfile, detect_gpus, load_gpu, profile_for
 from autotune.models import ModelSpec
 from autotune.models.dummy import DUMMY_LOAD_FLAGS
-from autotune.pools import estimate_budget, pinned_budget, validate_ratio
-from autotune.store import GPURecord, ModelRecord, OptimumRecord, Store, WorkloadRecord
-from autotune.study.controller import Outcome, StudyPlan
+from autotune.pools import (
+    KVGeometry,
+    WorkloadShape,
+    analytic_optimum,
+    default_chunked_prefill_size,
+    estimate_budget,
+    min_feasible_ratio,
+    pinned_budget,
+    validate_ratio,
+)
+from autotune.sglang_facts import (
+    CHUNKED_PREFILL_SIZE,
+    DEFAULT_RATIO,
+    KV_CACHE_DTYPE,
+    MEM_FRACTION_STATIC,
+    PAGE_SIZE,
+    TP_SIZE,
+)
+from autotune.study.backend import server_version
 from autotune.study.objective import Objective
-from autotune.study.space import RATIO, select_space
-from autotune.workloads import Workload
+from autotune.study.space import SearchSpace, select_space
+from autotune.workloads import Workload, concurrency_limit
 
-BACKENDS = ("auto", "sglang", "sim", "sim-fast")
 DEFAULT_SIM_GPU = "H100-80GB"
 DEFAULT_TIME_SCALE = 10.0  # the `sim` server's clock vs the wall; docs/simulator.md says why 10
-
-
-def project_version() -> str:
-    try:
-        return importlib.metadata.version("swa-autotune")
-    except importlib.metadata.PackageNotFoundError:
-        return "dev"
-
-
-def detect_gpus() -> list[str]:
-    """GPU names from nvidia-smi (empty without NVIDIA GPUs or driver)."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-
-
-def profile_for(gpu_name: str) -> GPUProfile:
-    """The built-in profile of a GPU nvidia-smi names ("NVIDIA H100 80GB HBM3" -> H100-80GB)."""
-    for profile in builtin_profiles().values():
-        if gpu_name in profile.aliases or profile.name.split("-")[0] in gpu_name:
-            return profile
-    raise ValueError(f"no GPU profile matches {gpu_name!r}: pass --gpu with a profile YAML for it")
+# A running trial's heartbeat is recorded every DEFAULT_HEARTBEAT_S / 2; one older than the grace
+# period means its tuner died, and the trial runs again.
+DEFAULT_HEARTBEAT_S = 10
+DEFAULT_GRACE_S = 30
 
 
 @dataclass(frozen=True)
-class BackendChoice:
-    backend: str
-    reason: str
+class StudyPlan:
+    model: ModelSpec
+    gpu: GPUProfile
+    workload: Workload
+    backend: str  # sglang | sim | sim-fast
+    server_version: str
+    objective: Objective
+    space: SearchSpace
+    n_trials: int
+    model_path: str  # what --model-path gets
+    budget_bytes: int  # the KV budget the feasible range and the first trial come from
+    server_flags: dict[str, Any] = field(default_factory=dict)  # fixed flags (page-size, tp-size, ...)
+    sim_flags: dict[str, Any] = field(default_factory=dict)
+    extra_args: tuple[str, ...] = ()
+    log_dir: str = "autotune-logs"
+    hang_timeout_s: float = 120.0
+    boot_timeout_s: float = 900.0
+    early_stop: bool = True  # stop trials that are clearly lost (workers/early_stop.py)
+    try_ratios: tuple[float, ...] = ()  # measured before the sampler's own picks (`--try`)
+    seed: int = 0  # the sampler's seed
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S  # Optuna's heartbeat interval for running trials
+    grace_s: int = DEFAULT_GRACE_S  # a heartbeat older than this: the trial's tuner died
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}|{self.gpu.name}|{self.workload.name}|{self.server_version}"
+
+    @property
+    def simulated(self) -> bool:
+        return self.backend != "sglang"
+
+    @property
+    def page_size(self) -> int:
+        return int(self.server_flags.get(PAGE_SIZE, 1))
+
+    @property
+    def tp(self) -> int:
+        return int(self.server_flags.get(TP_SIZE, 1))
+
+    def geometry(self) -> KVGeometry:
+        return KVGeometry.of(self.model, tp=self.tp, kv_dtype=str(self.server_flags.get(KV_CACHE_DTYPE, "bf16")))
+
+    def feasible_low(self) -> float:
+        low = min_feasible_ratio(self.geometry(), self.budget_bytes, self.page_size)
+        if low is None:
+            raise ValueError(
+                f"no ratio boots {self.model.name} on {self.gpu.name} with this KV budget: even at 1.0 the SWA pool "
+                "cannot hold one window; raise --mem-fraction-static or --tp"
+            )
+        return low
+
+    def first_ratios(self) -> list[float]:
+        """The capacity model's optimum first, then SGLang's default (the baseline of every gain)."""
+        shape = WorkloadShape(
+            prompt_len=self.workload.total_prompt_tokens / len(self.workload.requests),
+            output_len=self.workload.total_output_tokens / len(self.workload.requests),
+            concurrency=concurrency_limit(self.workload.arrival),
+        )
+        chunk = int(self.server_flags.get(CHUNKED_PREFILL_SIZE) or default_chunked_prefill_size(self.gpu.memory_mib))
+        best = analytic_optimum(self.geometry(), self.budget_bytes, shape, page_size=self.page_size, chunked_prefill_size=chunk)
+        return [round(best.ratio, 3)] + ([DEFAULT_RATIO] if abs(best.ratio - DEFAULT_RATIO) > 1e-3 else [])
 
 
-def choose_backend(requested: str) -> BackendChoice:
-    if requested not in BACKENDS:
-        raise ValueError(f"unknown backend {requested!r}; use one of {', '.join(BACKENDS)}")
-    has_sglang = importlib.util.find_spec("sglang") is not None
-    gpus = detect_gpus()
-    if requested == "sglang" and not gpus:
-        raise ValueError("--backend sglang needs NVIDIA GPUs (nvidia-smi found none); use --backend sim on this machine")
-    if requested != "auto":
-        return BackendChoice(requested, f"backend {requested} (as asked)")
-    if has_sglang and gpus:
-        return BackendChoice("sglang", f"backend sglang: SGLang is installed and {len(gpus)} GPU(s) found ({gpus[0]})")
-    missing = "no GPU found" if not gpus else "SGLang is not installed"
-    return BackendChoice("sim", f"backend sim: {missing}, so trials run on the simulated SGLang (results are labelled simulated)")
+@dataclass(frozen=True)
+class Outcome:
+    """A study's answer: its best trial against SGLang's default."""
 
+    study_name: str
+    best_params: dict[str, Any] | None
+    best_values: list[float] | None
+    best_result: dict[str, Any] | None
+    default_values: list[float] | None
+    trials_finished: int
+    trials_failed: int
 
-def server_version(backend: str, dummy_weights: bool = False) -> str:
-    """The server a study's numbers come from. Dummy weights get studies of their own: pools are
-    the same, but throughput is not (random MoE routing)."""
-    suffix = "+dummy-weights" if dummy_weights else ""
-    if backend == "sglang":
-        try:
-            return f"sglang-{importlib.metadata.version('sglang')}{suffix}"
-        except importlib.metadata.PackageNotFoundError:
-            return f"sglang-unknown{suffix}"
-    return f"{backend}-{project_version()}{suffix}"
+    @property
+    def gain(self) -> float | None:
+        if not self.best_values or not self.default_values or not self.default_values[0]:
+            return None
+        return self.best_values[0] / self.default_values[0] - 1.0
 
 
 def resolve_gpu(backend: str, gpu: str | None) -> GPUProfile:
@@ -118,16 +156,18 @@ def build_plan(
     dummy_weights: bool = False,
     try_ratios: tuple[float, ...] = (),
     early_stop: bool = True,
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S,
+    grace_s: int = DEFAULT_GRACE_S,
 ) -> StudyPlan:
     if not model.hybrid_swa:
         raise ValueError(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")
     flags: dict[str, Any] = {}
     if page_size:
-        flags["page-size"] = page_size
+        flags[PAGE_SIZE] = page_size
     if tp > 1:
-        flags["tp-size"] = tp
+        flags[TP_SIZE] = tp
     if mem_fraction_static is not None:
-        flags["mem-fraction-static"] = mem_fraction_static
+        flags[MEM_FRACTION_STATIC] = mem_fraction_static
     if dummy_weights:
         flags.update(DUMMY_LOAD_FLAGS)
     budget = (
@@ -148,25 +188,5 @@ def build_plan(
         objective=objective, space=select_space(model, search_spaces), n_trials=n_trials, model_path=model_path,
         budget_bytes=budget.bytes, server_flags=flags, sim_flags=sim_flags, extra_args=extra_args, log_dir=log_dir,
         try_ratios=tuple(validate_ratio(r) for r in try_ratios), early_stop=early_stop,
+        heartbeat_s=heartbeat_s, grace_s=grace_s,
     )
-
-
-def record_outcome(store: Store, plan: StudyPlan, outcome: Outcome) -> OptimumRecord | None:
-    """Keep a study's optimum with the facts rules are derived from."""
-    if outcome.best_params is None or outcome.best_values is None:
-        return None
-    store.upsert_model(ModelRecord.from_spec(plan.model))
-    store.upsert_gpu(GPURecord.from_profile(plan.gpu))
-    store.upsert_workload(WorkloadRecord.from_workload(plan.workload))
-    summary = (outcome.best_result or {}).get("summary") or {}
-    record = OptimumRecord(
-        model=plan.model.name, gpu=plan.gpu.name, workload=plan.workload.name, study_name=plan.name,
-        ratio=float(outcome.best_params[RATIO]), objective_name=plan.objective.name,
-        objective_value=float(outcome.best_values[0]),
-        metrics={k: summary.get(k) for k in ("total_throughput", "output_throughput", "request_throughput", "ttft", "tpot", "completed")},
-        default_value=float(outcome.default_values[0]) if outcome.default_values else None,
-        trials=outcome.trials_finished, backend=plan.backend, simulated=plan.simulated,
-        server_version=plan.server_version, params=dict(outcome.best_params),
-    )
-    store.record_optimum(record)
-    return record

@@ -18,8 +18,7 @@ import optuna
 import yaml
 
 from autotune.models import ModelSpec
-
-RATIO = "swa_full_tokens_ratio"
+from autotune.sglang_facts import RATIO
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
@@ -85,11 +84,6 @@ class SearchSpace:
 
     def distributions(self, feasible_low: float) -> dict[str, optuna.distributions.BaseDistribution]:
         return {p.name: p.distribution(feasible_low) for p in self.params}
-
-    @staticmethod
-    def flag(name: str) -> str:
-        """The SGLang flag a parameter sets: swa_full_tokens_ratio -> swa-full-tokens-ratio."""
-        return name.replace("_", "-")
 
 
 def _param(path: Path, name: str, spec: Any) -> Param:
