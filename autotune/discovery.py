@@ -1,6 +1,6 @@
 """Which trial servers are running now, for Prometheus' HTTP service discovery.
 
-The tuner's metrics server (autotune/metrics.py) answers `GET /sd` with `targets()` as JSON, in
+The tuner's metrics server (autotune/tuner_metrics.py) answers `GET /sd` with `targets()` as JSON, in
 the format of Prometheus' `http_sd_configs`:
 
     [{"targets": ["host:port"], "labels": {"trial": "...", "model": "...", "workload": "..."}}]

@@ -142,7 +142,7 @@ def interval(start: dict, end: dict) -> dict:
 def replay_client(config: dict) -> None:
     sys.path.insert(0, str(REPO))
     import workers.replay as replay_module
-    from autotune.serving_metrics import summarize
+    from autotune.measure.serving_metrics import summarize
     from autotune.workloads import MaxConcurrency, random_ids_workload
     from workers.replay import ReplayConfig, replay
 

@@ -53,7 +53,7 @@ from autotune.pools.budget import estimate_budget  # noqa: E402
 from autotune.pools.check import LeaveOneOut, leave_one_out  # noqa: E402
 from autotune.pools.inference import BudgetInterval, InconsistentLayout, infer_budget, infer_budget_from_layouts  # noqa: E402
 from autotune.pools.sizing import KVGeometry, PoolLayout, SWAPoolRefused, min_feasible_ratio  # noqa: E402
-from autotune.server_metrics import MetricSample, summarize_series  # noqa: E402
+from autotune.measure.server_metrics import MetricSample, summarize_series  # noqa: E402
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO  # noqa: E402
 from autotune.sim.config import SimServerConfig, start_up  # noqa: E402
 from autotune.study.trial_attrs import ATTR_POOL_CHECK, ATTR_RESULT  # noqa: E402

@@ -110,7 +110,7 @@ from autotune.models import load_model
 from autotune.pools import pinned_budget
 from autotune.sim.config import SimServerConfig
 from autotune.sim.engine import SimEngine
-from autotune.sim.metrics import MetricLabels, ServerMetrics
+from autotune.sim.prometheus import MetricLabels, ServerMetrics
 engine = SimEngine(SimServerConfig(model=load_model("26B-A4B"), gpu=load_gpu("H100"), swa_full_tokens_ratio=0.5,
                                    kv_budget_bytes=pinned_budget(5.0).bytes))
 m = ServerMetrics(engine, MetricLabels("m"), lambda: 0.0)
@@ -129,7 +129,7 @@ def exposed_names() -> set[str]:
     from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client import generate_latest
 
-    from autotune.metrics import TunerMetrics
+    from autotune.tuner_metrics import TunerMetrics
 
     tuner = TunerMetrics()
     tuner.trial_started("s"); tuner.trial_finished("s", "complete", 1.0, "hang"); tuner.best("s", 1.0, "x")

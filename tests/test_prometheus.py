@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from autotune.discovery import Registry
-from autotune.metrics import TunerMetrics
+from autotune.tuner_metrics import TunerMetrics
 from conftest import TAG
 
 pytestmark = pytest.mark.usefixtures("no_leftover_servers")  # no simulated server outlives a test (conftest.py)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from autotune.serving_metrics import SLO, Percentiles, RequestOutcome, ServingSummary, stream_timings, summarize
+from autotune.measure.serving_metrics import SLO, Percentiles, RequestOutcome, ServingSummary, stream_timings, summarize
 
 
 def _outcomes() -> list[RequestOutcome]:

@@ -1,4 +1,4 @@
-"""The tuner's own /metrics (autotune/metrics.py): parsed with prometheus-client's parser, its
+"""The tuner's own /metrics (autotune/tuner_metrics.py): parsed with prometheus-client's parser, its
 counts match the study that produced them."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from autotune.hardware import load_gpu
-from autotune.metrics import MetricsPortInUse, TunerMetrics, study_event_hook
+from autotune.tuner_metrics import MetricsPortInUse, TunerMetrics, study_event_hook
 from autotune.models import load_model
 from autotune.study.controller import run_study, storage_for
 from autotune.study.objective import Objective

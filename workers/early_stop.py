@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from autotune.server_metrics import MetricSample
+from autotune.measure.server_metrics import MetricSample
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Awaitable, Callable
 
 import aiohttp
 
-from autotune.serving_metrics import RequestOutcome, stream_timings
+from autotune.measure.serving_metrics import RequestOutcome, stream_timings
 from autotune.workloads import RequestSpec, Workload, concurrency_limit, send_offsets
 from workers.failures import FailureKind, TrialFailure
 

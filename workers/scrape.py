@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from autotune.server_metrics import MetricSample
+from autotune.measure.server_metrics import MetricSample
 
 SIM_CLOCK = "sglang:simulated_clock_seconds"  # only the simulator exports it
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from autotune.server_metrics import MetricSample, SeriesSummary, summarize_series
-from autotune.serving_metrics import SLO, RequestOutcome, ServingSummary, summarize
+from autotune.measure.server_metrics import MetricSample, SeriesSummary, summarize_series
+from autotune.measure.serving_metrics import SLO, RequestOutcome, ServingSummary, summarize
 from autotune.workloads import Workload
 from workers.failures import FailureKind, TrialFailure
 from workers.process import ServerProcess

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from autotune import discovery
 from autotune.cli.errors import fail
-from autotune.metrics import MetricsPortInUse, TunerMetrics, study_event_hook
+from autotune.tuner_metrics import MetricsPortInUse, TunerMetrics, study_event_hook
 from autotune.models import load_model
 from autotune.models.dummy import CANNOT_TELL, dummy_spec, write_dummy_model
 from autotune.rules import record_outcome

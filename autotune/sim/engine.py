@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autotune.server_metrics import MetricSample
+from autotune.measure.server_metrics import MetricSample
 from autotune.sim.config import SimServerConfig, StartUp, start_up
 from autotune.sim.request import SimRequest
 from autotune.sim.scheduler import Scheduler, SchedulerConfig, StepReport

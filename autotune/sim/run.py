@@ -11,8 +11,8 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-from autotune.serving_metrics import SLO, RequestOutcome, ServingSummary, stream_timings, summarize
-from autotune.server_metrics import MetricSample, SeriesSummary, summarize_series
+from autotune.measure.serving_metrics import SLO, RequestOutcome, ServingSummary, stream_timings, summarize
+from autotune.measure.server_metrics import MetricSample, SeriesSummary, summarize_series
 from autotune.sim.config import SimServerConfig, StartUp
 from autotune.sim.engine import SimEngine
 from autotune.sim.request import SimRequest

@@ -61,7 +61,7 @@ from autotune.sim.api import (
 )
 from autotune.sim.args import PROG, ConfigFileError, FlagConflict, SimArgs, load_model_for, parse_args, server_config
 from autotune.sim.engine import SimEngine
-from autotune.sim.metrics import CONTENT_TYPE, MetricLabels, ServerMetrics
+from autotune.sim.prometheus import CONTENT_TYPE, MetricLabels, ServerMetrics
 from autotune.sim.request import SimRequest, ceil_page
 from autotune.sim.scheduler import StepReport
 

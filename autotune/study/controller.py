@@ -20,7 +20,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import TrialState
 
 from autotune.pools.check import PoolCheck, check_layout
-from autotune.serving_metrics import SLO
+from autotune.measure.serving_metrics import SLO
 from autotune.study.objective import RETRY, Objective
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO, to_flag
 from autotune.study.plan import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Outcome, StudyPlan

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from autotune.serving_metrics import SLO
+from autotune.measure.serving_metrics import SLO
 from workers.failures import FailureKind
 from workers.trial import TrialResult
 
