@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from autotune.cli.console import console, print_json
 from autotune.cli.errors import fail, user_errors
+from autotune.cli.listing import Column, json_option, show
 from autotune.hardware import load_gpu
 from autotune.models import ModelSpec, catalog_specs, load_model
 from autotune.sglang_facts import DEFAULT_RATIO
@@ -32,7 +32,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False)
 
 MODEL_HELP = "Catalog name or alias (26B-A4B, 31B, E4B, gpt-oss-20b ...), hub id, or a directory / config.json."
 GPU_HELP = "GPU profile: H100-80GB, H200-141GB, B200-180GB (or an alias such as H100), or a profile YAML file."
@@ -42,34 +41,46 @@ def _gb(value: float) -> str:
     return f"{value / 1e9:.1f} GB"
 
 
+MODEL_COLUMNS = (
+    Column("model", "model"),
+    Column("aliases", "aliases", ", ".join),
+    Column("architecture", "architecture"),
+    Column("hybrid_swa", "hybrid SWA", lambda v: "yes" if v else "no"),
+    Column("layers", "layers S+F", lambda v: f"{v['swa']}+{v['full']}"),
+    Column("window", "window", right=True),
+    Column("s_over_f", "S/F", lambda v: f"{v:.2f}", right=True),
+    Column("moe", "MoE", lambda v: f"{v['experts']} x top-{v['top_k']}" if v else "dense"),
+    Column("params", "params", lambda v: f"{v['total'] / 1e9:.1f}B" + (f" ({v['active'] / 1e9:.1f}B act.)" if v["active"] else ""), right=True),
+    Column("weight_bytes", "weights", _gb, right=True),
+)
+
+
 @app.command("models")
 @user_errors
-def models_command() -> None:
+def models_command(as_json: bool = json_option()) -> None:
     """List the model catalog: hybrid pool or not, S/F, window, MoE, weights."""
-    table = Table(title="Model catalog (configs shipped as data; nothing is downloaded)")
-    for column in ("model", "aliases", "architecture", "hybrid SWA", "layers S+F", "window", "S/F", "MoE", "params", "weights"):
-        table.add_column(column, justify="right" if column in ("window", "S/F", "params", "weights") else "left")
     from autotune.models import catalog_entries
 
-    aliases = {entry.name: ", ".join(entry.aliases[:3]) for entry in catalog_entries()}
-    for model in catalog_specs():
-        moe = f"{model.moe.num_experts} x top-{model.moe.top_k}" if model.moe else "dense"
-        table.add_row(
-            model.name,
-            aliases.get(model.name, ""),
-            model.architecture,
-            "yes" if model.hybrid_swa else "no",
-            f"{len(model.swa_layer_ids)}+{len(model.full_layer_ids)}",
-            str(model.window),
-            f"{model.s_over_f:.2f}",
-            moe,
-            f"{model.params_total / 1e9:.1f}B" + (f" ({model.params_active / 1e9:.1f}B act.)" if model.moe else ""),
-            _gb(model.weight_bytes),
-        )
-    console.print(table)
-    console.print(
-        "S/F: KV bytes per token of all sliding layers over all full layers (bf16, TP 1). "
-        "window: as SGLang runs it. Parameter counts and weights: published figures."
+    aliases = {entry.name: list(entry.aliases) for entry in catalog_entries()}
+    rows = [
+        {
+            "model": model.name,
+            "aliases": aliases.get(model.name, []),
+            "architecture": model.architecture,
+            "hybrid_swa": model.hybrid_swa,
+            "layers": {"swa": len(model.swa_layer_ids), "full": len(model.full_layer_ids)},
+            "window": model.window,
+            "s_over_f": model.s_over_f,
+            "moe": {"experts": model.moe.num_experts, "top_k": model.moe.top_k} if model.moe else None,
+            "params": {"total": model.params_total, "active": model.params_active if model.moe else None},
+            "weight_bytes": model.weight_bytes,
+        }
+        for model in catalog_specs()
+    ]
+    show(
+        rows, MODEL_COLUMNS, as_json=as_json, title="Model catalog (configs shipped as data; nothing is downloaded)",
+        notes=["S/F: KV bytes per token of all sliding layers over all full layers (bf16, TP 1). "
+               "window: as SGLang runs it. Parameter counts and weights: published figures."],
     )
 
 
@@ -89,12 +100,22 @@ def _describe_model(model: ModelSpec) -> str:
     )
 
 
+POOL_COLUMNS = (
+    Column("ratio", "ratio", lambda v: f"{v:g}", right=True),
+    Column("full_tokens", "full tokens", lambda v: f"{v:,}", right=True),
+    Column("swa_tokens", "SWA tokens", lambda v: f"{v:,}", right=True),
+    Column("windows_in_swa", "windows in SWA", lambda v: f"{v:.1f}", right=True),
+    Column("decoding_requests_swa", "decoding reqs (SWA)", lambda v: f"{v:,}", right=True),
+    Column("kv_bytes_used", "KV bytes used", _gb, right=True),
+)
+
+
 @app.command("pools")
 @user_errors
 def pools_command(
     model_ref: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     gpu: str = typer.Option("H100-80GB", "--gpu", "-g", help=GPU_HELP),
-    ratio: list[float] = typer.Option([0.8], "--ratio", "-r", help="--swa-full-tokens-ratio to size; repeat for several."),
+    ratio: list[float] = typer.Option([DEFAULT_RATIO], "--ratio", "-r", help="--swa-full-tokens-ratio to size; repeat for several."),
     page_size: int = typer.Option(1, "--page-size", min=1, help="SGLang --page-size (1 on CUDA by default; 64 with trtllm_mha)."),
     tp: int = typer.Option(1, "--tp", min=1, help="Tensor-parallel size: KV heads and weights split over this many GPUs."),
     kv_budget_gb: Optional[float] = typer.Option(
@@ -105,49 +126,72 @@ def pools_command(
     ),
     kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV cache dtype: bf16, fp16, fp8_e4m3, fp8_e5m2."),
     max_total_tokens: Optional[int] = typer.Option(None, "--max-total-tokens", help="SGLang's cap on the full pool."),
+    as_json: bool = json_option(),
 ) -> None:
     """Print the full and SWA pool sizes SGLang would log, and the feasible ratio range."""
     for r in ratio:
         validate_ratio(r)
     model = load_model(model_ref)
     if not model.hybrid_swa:
-        console.print(_single_pool_note(model))
+        if as_json:
+            print_json({"model": model.name, "hybrid_swa": False, "reason": model.hybrid_reason, "rows": []})
+        else:
+            console.print(_single_pool_note(model))
         return
     geometry = KVGeometry.of(model, tp=tp, kv_dtype=kv_dtype)
     budget = resolve_budget(model, gpu, tp=tp, kv_budget_gb=kv_budget_gb, mem_fraction_static=mem_fraction_static)
-    console.print(_describe_model(model))
-    console.print(
-        f"KV bytes/token per GPU: F = {geometry.full_bytes} (full layers), S = {geometry.swa_bytes} (SWA layers); "
-        f"tp={tp}, kv dtype {kv_dtype}, page size {page_size}"
-    )
-    console.print(f"KV budget: {budget.bytes / 1e9:.4f} GB = {budget.gib:.3f} GiB ({budget.source})")
     low = min_feasible_ratio(geometry, budget.bytes, page_size, max_total_tokens=max_total_tokens)
     if low is None:
-        fail("no ratio in (0, 1] boots: even at 1.0 the SWA pool cannot hold one window plus a page. "
-             "Raise the KV budget (--mem-fraction-static, --tp, a larger GPU).")
-    table = Table()
-    for column in ("ratio", "full tokens", "SWA tokens", "windows in SWA", "decoding reqs (SWA)", "KV bytes used"):
-        table.add_column(column, justify="right")
+        fail(f"no ratio in (0, 1] boots: even at 1.0 the SWA pool cannot hold one window plus a page "
+             f"(KV budget {budget.gib:.3f} GiB). Raise the KV budget (--mem-fraction-static, --tp, a larger GPU).")
     layouts = [size_pools(geometry, budget.bytes, r, page_size, max_total_tokens=max_total_tokens) for r in ratio]
-    for layout in layouts:
-        table.add_row(
-            f"{layout.ratio:g}",
-            f"{layout.full_tokens:,}",
-            f"{layout.swa_tokens:,}",
-            f"{layout.windows_held:.1f}",
-            f"{layout.decoding_requests_held():,}",
-            _gb(geometry.pool_bytes(layout.full_tokens, layout.swa_tokens)),
+    rows = [
+        {
+            "ratio": layout.ratio,
+            "full_tokens": layout.full_tokens,
+            "swa_tokens": layout.swa_tokens,
+            "windows_in_swa": layout.windows_held,
+            "decoding_requests_swa": layout.decoding_requests_held(),
+            "kv_bytes_used": geometry.pool_bytes(layout.full_tokens, layout.swa_tokens),
+            "sglang_log_line": layout.log_line(),
+        }
+        for layout in layouts
+    ]
+    if not as_json:
+        console.print(_describe_model(model))
+        console.print(
+            f"KV bytes/token per GPU: F = {geometry.full_bytes} (full layers), S = {geometry.swa_bytes} (SWA layers); "
+            f"tp={tp}, kv dtype {kv_dtype}, page size {page_size}"
         )
-    console.print(table)
-    for layout in layouts:
-        console.print(f"SGLang logs: {layout.log_line()}", style="dim")
-    console.print(
-        f"Feasible ratios: [{low:.3f}, 1.0] (below {low:.3f} SGLang refuses to start: the SWA pool "
-        f"cannot hold window {geometry.window} + page {page_size})."
+        console.print(f"KV budget: {budget.bytes / 1e9:.4f} GB = {budget.gib:.3f} GiB ({budget.source})")
+    show(
+        rows, POOL_COLUMNS, as_json=as_json,
+        notes=[*(f"[dim]SGLang logs: {row['sglang_log_line']}" for row in rows),
+               f"Feasible ratios: [{low:.3f}, 1.0] (below {low:.3f} SGLang refuses to start: the SWA pool "
+               f"cannot hold window {geometry.window} + page {page_size})."],
+        extra={
+            "model": model.name, "gpu": gpu, "tp": tp, "page_size": page_size, "kv_dtype": kv_dtype,
+            "kv_bytes_per_token": {"full": geometry.full_bytes, "swa": geometry.swa_bytes},
+            "kv_budget_bytes": budget.bytes, "kv_budget_source": budget.source,
+            "feasible_ratios": [low, 1.0],
+        },
     )
 
 
 DEFAULT_SIM_GPU = "H100-80GB"
+
+
+PLAN_COLUMNS = (
+    Column("workload", "workload"),
+    Column("best_ratio", "best ratio", lambda v: f"{v:.3f}", right=True),
+    Column("layout", "full / SWA tokens", lambda v: f"{v['full']:,} / {v['swa']:,}", right=True),
+    Column("concurrent_requests", "concurrent reqs", lambda v: f"{v:.0f}", right=True),
+    Column("target_concurrency", "workload runs", lambda v: f"{v} at once", right=True),
+    Column("bound", "bound", right=True),
+    Column("at_default", f"at {DEFAULT_RATIO:g}", lambda v: f"{v['requests']:.0f} reqs ({v['bound']}-bound)", right=True),
+    Column("plateau", "ratios holding target", lambda v: f"{v[0]:.3f}-{v[1]:.3f}" if v else "none", right=True),
+    Column("serviceable", "serviceable", lambda v: "yes" if v else "NO", right=True),
+)
 
 
 @app.command("plan")
@@ -163,10 +207,12 @@ def plan_command(
     tp: int = typer.Option(1, "--tp", min=1, help="Tensor-parallel size."),
     kv_budget_gb: Optional[float] = typer.Option(None, "--kv-budget-gb", help="Pin the KV budget (decimal GB)."),
     mem_fraction_static: Optional[float] = typer.Option(None, "--mem-fraction-static", help="SGLang's --mem-fraction-static."),
+    as_json: bool = json_option(),
 ) -> None:
     """The capacity model's view, before any trial: the analytic optimum per workload, the layout
     it gives, and how many concurrent requests each pool holds (the study's first trial)."""
-    from autotune.pools import WorkloadShape, analytic_optimum, capacity_at, default_chunked_prefill_size
+    from autotune.pools import analytic_optimum, capacity_at, default_chunked_prefill_size
+    from autotune.study.feasibility import HopelessConfiguration, check_serviceable, workload_shape
     from autotune.workloads import parse_workload_arg
 
     model = load_model(model_ref)
@@ -175,35 +221,41 @@ def plan_command(
         raise typer.Exit(2)
     workloads = parse_workload_arg(workload)
     geometry = KVGeometry.of(model, tp=tp)
+    profile = load_gpu(gpu)
     budget = resolve_budget(model, gpu, tp=tp, kv_budget_gb=kv_budget_gb, mem_fraction_static=mem_fraction_static)
-    chunk = default_chunked_prefill_size(load_gpu(gpu).memory_mib)
-    console.print(_describe_model(model))
-    console.print(f"KV budget on {gpu}: {budget.gib:.3f} GiB ({budget.source})")
-    table = Table(title="Capacity model (analytic, no trials run)")
-    for column in ("workload", "best ratio", "full / SWA tokens", "concurrent reqs", "bound", "at 0.8", "ratios holding target"):
-        table.add_column(column, justify="left" if column == "workload" else "right")
+    chunk = default_chunked_prefill_size(profile.memory_mib)
+    rows, refusals = [], []
     for item in workloads:
-        concurrency = getattr(item.arrival, "limit", None) or getattr(item.arrival, "max_concurrency", None)
-        shape = WorkloadShape(
-            prompt_len=item.total_prompt_tokens / len(item.requests),
-            output_len=item.total_output_tokens / len(item.requests),
-            concurrency=concurrency,
-        )
+        shape = workload_shape(item)
         best = analytic_optimum(geometry, budget.bytes, shape, page_size=page_size, chunked_prefill_size=chunk)
         default = capacity_at(geometry, budget.bytes, DEFAULT_RATIO, shape, page_size=page_size, chunked_prefill_size=chunk)
-        plateau = f"{best.plateau[0]:.3f}-{best.plateau[1]:.3f}" if best.plateau else "none"
-        table.add_row(
-            item.name,
-            f"{best.ratio:.3f}",
-            f"{best.estimate.layout.full_tokens:,} / {best.estimate.layout.swa_tokens:,}",
-            f"{best.estimate.requests:.0f}",
-            best.estimate.bound,
-            f"{default.requests:.0f} reqs ({default.bound}-bound)",
-            plateau,
-        )
-    console.print(table)
-    console.print(
-        "These are the capacity model's predictions, not measurements: `autotune run` measures."
+        try:
+            check_serviceable(model, profile, item, budget.bytes, tp=tp, page_size=page_size, chunked_prefill_size=chunk,
+                              mem_fraction_static=mem_fraction_static, budget_pinned=kv_budget_gb is not None)
+            refusal = None
+        except HopelessConfiguration as exc:
+            refusal = str(exc)
+            refusals.append(refusal)
+        rows.append({
+            "workload": item.name,
+            "best_ratio": best.ratio,
+            "layout": {"full": best.estimate.layout.full_tokens, "swa": best.estimate.layout.swa_tokens},
+            "concurrent_requests": best.estimate.requests,
+            "target_concurrency": shape.concurrency,
+            "bound": best.estimate.bound,
+            "at_default": {"requests": default.requests, "bound": default.bound},
+            "plateau": list(best.plateau) if best.plateau else None,
+            "serviceable": refusal is None,
+            "refusal": refusal,
+        })
+    if not as_json:
+        console.print(_describe_model(model))
+        console.print(f"KV budget on {gpu}: {budget.gib:.3f} GiB ({budget.source})")
+    show(
+        rows, PLAN_COLUMNS, as_json=as_json, title="Capacity model (analytic, no trials run)",
+        notes=[*(f"[red]{refusal}" for refusal in refusals),
+               "These are the capacity model's predictions, not measurements: `autotune run` measures."],
+        extra={"model": model.name, "gpu": gpu, "tp": tp, "kv_budget_bytes": budget.bytes, "kv_budget_source": budget.source},
     )
 
 

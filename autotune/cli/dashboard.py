@@ -6,14 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from autotune.cli.errors import err_console, fail
+from autotune.cli.console import console, err_console
+from autotune.cli.errors import fail
 
 DEFAULT_STORAGE = "sqlite:///autotune.db"
-console = Console(highlight=False)
-
-MISSING = "optuna-dashboard is not installed: pip install 'swa-autotune[dashboard]'"
 
 
 def _check_sqlite_exists(storage: str) -> None:
@@ -37,11 +34,9 @@ def dashboard_command(
     refresh: float = typer.Option(30.0, "--refresh", min=0, help="Re-attach plots to running studies every this many seconds (0: only at start)."),
 ) -> None:
     """optuna-dashboard on the studies' database, with per-trial and per-study plots and notes attached."""
-    try:
-        from autotune.dashboard.server import Dashboard, DashboardError
-    except ImportError:
-        fail(MISSING)
-        return
+    # A slim install without optuna-dashboard gets `error: ... pip install ...` (cli/errors.py).
+    from autotune.dashboard.server import Dashboard, DashboardError
+
     _check_sqlite_exists(storage)
     try:
         dashboard = Dashboard(storage, host=host, port=port, refresh_s=refresh)
@@ -63,11 +58,7 @@ def report_command(
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Database URL that `autotune run` wrote to."),
 ) -> None:
     """A static report of a model's studies: the dashboard's plots in one HTML file (or PNGs)."""
-    try:
-        from autotune.dashboard.report import ReportError, build_report
-    except ImportError:
-        fail(MISSING)
-        return
+    from autotune.dashboard.report import ReportError, build_report
     from autotune.models import load_model
 
     _check_sqlite_exists(storage)

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
+from autotune.cli.console import console
 from autotune.cli.errors import fail
+from autotune.cli.listing import Column, json_option, show
 from autotune.cli.run import DEFAULT_STORAGE
 from autotune.export import SimulatedExportRefused, export_optima
 from autotune.hardware import load_gpu
@@ -21,7 +20,6 @@ from autotune.store import Store, StoreError, WorkloadRecord
 from autotune.study.plan import DEFAULT_SIM_GPU
 from autotune.workloads import get_preset
 
-console = Console(highlight=False)
 
 
 def _store(url: str) -> Store:
@@ -40,30 +38,41 @@ def _workload_record(store: Store, name: str) -> WorkloadRecord:
     return WorkloadRecord.from_workload(get_preset(name))
 
 
+RULE_COLUMNS = (
+    Column("rule", "rule"),
+    Column("ratio", "ratio", lambda v: f"{v:.3f}", right=True),
+    Column("spread", "spread", lambda v: f"{v:.3f}", right=True),
+    Column("mean_gain", "mean gain", lambda v: f"{v:+.1%}", right=True),
+    Column("evidence", "optima (evidence)", lambda v: "; ".join(f"{e['model']}/{e['workload']}@{e['gpu']}: {e['ratio']:.3f}" for e in v)),
+    Column("simulated", "simulated", lambda v: "yes" if v else "no"),
+)
+
+
 def rules_command(
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Database URL (the one `autotune run` used)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Also show how this model resolves (tuned or inferred)."),
     gpu: str = typer.Option(DEFAULT_SIM_GPU, "--gpu", "-g", help="GPU for --model's resolution."),
     workload: str = typer.Option("chat", "--workload", "-w", help="Workload for --model's resolution."),
+    as_json: bool = json_option(),
 ) -> None:
     """Derive rules (MoE/dense x workload class x GPU memory class) from every optimum, store and show them."""
     store = _store(storage)
     rules = refresh_rules(store)
     if not rules:
         fail(f"no optima in {store.display_url} yet: run `autotune run --model ...` first", code=1)
-    table = Table(title="Rules learned from the optima")
-    for column in ("rule", "ratio", "spread", "mean gain", "optima (evidence)", "simulated"):
-        table.add_column(column, justify="right" if column in ("ratio", "spread", "mean gain") else "left")
-    for rule in rules:
-        evidence = "; ".join(f"{e['model']}/{e['workload']}@{e['gpu']}: {e['ratio']:.3f}" for e in rule.evidence)
-        table.add_row(
-            rule.key, f"{rule.ratio:.3f}", f"{rule.spread:.3f}",
-            f"{rule.gain:+.1%}" if rule.gain is not None else "-", evidence, "yes" if rule.simulated else "no",
-        )
-    console.print(table)
+    rows = [
+        {"rule": rule.key, "ratio": rule.ratio, "spread": rule.spread, "mean_gain": rule.gain,
+         "evidence": list(rule.evidence), "simulated": rule.simulated}
+        for rule in rules
+    ]
+    extra: dict = {}
+    notes: list[str] = []
     if model:
         resolution = resolve(store, load_model(model), load_gpu(gpu), _workload_record(store, workload))
-        console.print(f"{model} on {gpu}, {workload}: ratio {resolution.ratio:.3f} from the {resolution.source}: {resolution.detail}")
+        extra["resolution"] = {"model": model, "gpu": gpu, "workload": workload, "ratio": resolution.ratio,
+                               "source": resolution.source, "detail": resolution.detail, "simulated": resolution.simulated}
+        notes.append(f"{model} on {gpu}, {workload}: ratio {resolution.ratio:.3f} from the {resolution.source}: {resolution.detail}")
+    show(rows, RULE_COLUMNS, as_json=as_json, title="Rules learned from the optima", notes=notes, extra=extra or None)
 
 
 def export_command(
