@@ -294,8 +294,13 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     finally:
         await scraper.stop(final_scrape=server.alive)
     elapsed = time.monotonic() - started[0] if started else 0.0
-    record.update(status=status, message=message, elapsed_s=round(elapsed, 3))
     ok = [o for o in outcomes if o.success]
+    if status == "ok" and len(ok) < len(outcomes):
+        # Requests can fail faster than the watchdog looks (a server that died while idle): ask the process.
+        first = next(o.error for o in outcomes if not o.success)
+        status = "crashed" if not server.alive else "client_error"
+        message = f"{len(outcomes) - len(ok)} of {len(outcomes)} requests failed; first: {first}"
+    record.update(status=status, message=message, elapsed_s=round(elapsed, 3))
     record["completed"] = len(ok)
     record["failed"] = len(outcomes) - len(ok)
     tokens = sum(o.prompt_len + o.output_len for o in ok)
