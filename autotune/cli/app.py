@@ -207,6 +207,11 @@ def plan_command(
     tp: int = typer.Option(1, "--tp", min=1, help="Tensor-parallel size."),
     kv_budget_gb: Optional[float] = typer.Option(None, "--kv-budget-gb", help="Pin the KV budget (decimal GB)."),
     mem_fraction_static: Optional[float] = typer.Option(None, "--mem-fraction-static", help="SGLang's --mem-fraction-static."),
+    sglang_version: Optional[str] = typer.Option(
+        None, "--sglang-version",
+        help="The SGLang release whose per-request SWA footprint to assume (0.5.17, 0.5.23). "
+             "Default: the installed SGLang, else the simulator's release.",
+    ),
     as_json: bool = json_option(),
 ) -> None:
     """The capacity model's view, before any trial: the analytic optimum per workload, the layout
@@ -224,14 +229,18 @@ def plan_command(
     profile = load_gpu(gpu)
     budget = resolve_budget(model, gpu, tp=tp, kv_budget_gb=kv_budget_gb, mem_fraction_static=mem_fraction_static)
     chunk = default_chunked_prefill_size(profile.memory_mib)
+    release = sglang_version or _installed_sglang_release()
     rows, refusals = [], []
     for item in workloads:
         shape = workload_shape(item)
-        best = analytic_optimum(geometry, budget.bytes, shape, page_size=page_size, chunked_prefill_size=chunk)
-        default = capacity_at(geometry, budget.bytes, DEFAULT_RATIO, shape, page_size=page_size, chunked_prefill_size=chunk)
+        best = analytic_optimum(geometry, budget.bytes, shape, page_size=page_size, chunked_prefill_size=chunk,
+                                sglang_version=release)
+        default = capacity_at(geometry, budget.bytes, DEFAULT_RATIO, shape, page_size=page_size, chunked_prefill_size=chunk,
+                              sglang_version=release)
         try:
             check_serviceable(model, profile, item, budget.bytes, tp=tp, page_size=page_size, chunked_prefill_size=chunk,
-                              mem_fraction_static=mem_fraction_static, budget_pinned=kv_budget_gb is not None)
+                              mem_fraction_static=mem_fraction_static, budget_pinned=kv_budget_gb is not None,
+                              sglang_version=release)
             refusal = None
         except HopelessConfiguration as exc:
             refusal = str(exc)
@@ -255,8 +264,18 @@ def plan_command(
         rows, PLAN_COLUMNS, as_json=as_json, title="Capacity model (analytic, no trials run)",
         notes=[*(f"[red]{refusal}" for refusal in refusals),
                "These are the capacity model's predictions, not measurements: `autotune run` measures."],
-        extra={"model": model.name, "gpu": gpu, "tp": tp, "kv_budget_bytes": budget.bytes, "kv_budget_source": budget.source},
+        extra={"model": model.name, "gpu": gpu, "tp": tp, "kv_budget_bytes": budget.bytes, "kv_budget_source": budget.source,
+               "sglang_version": release},
     )
+
+
+def _installed_sglang_release() -> str:
+    """The installed SGLang's release, else the simulator's (the footprint rules the plan assumes)."""
+    import importlib.util
+
+    from autotune.study.backend import server_version, sglang_release
+
+    return sglang_release(server_version("sglang")) if importlib.util.find_spec("sglang") else sglang_release("sim")
 
 
 def _single_pool_note(model: ModelSpec) -> str:

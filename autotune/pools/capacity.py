@@ -1,17 +1,22 @@
 """The capacity model: how many requests of a workload each pool holds at a ratio.
 
-Steady state (docs/reference/sglang.md §4): a decoding request holds prompt + output tokens in the full pool
-and about window + eviction interval + 2 pages in the SWA pool (less if the whole sequence is
-shorter than that); the SWA pool must also hold the prefill chunk in flight. The ratio that
-balances the two pools is the analytic optimum the search tries first; the measured optimum can
-differ (admission reserves, retractions, the queue), which is why the loop measures.
+A decoding request holds prompt + output tokens in the full pool and, in the SWA pool, the prompt's
+locked tail plus the decoded tokens of the last window and eviction interval, at their peak: the
+per-release footprint of autotune/pools/footprint.py (docs/sglang-swa-accounting.md), the same one
+the simulator follows. With radix cache on that is `L(P) + min(output, W + I)`, up to about two
+windows, not the one window + interval of a radix-off server. The SWA pool must also hold the prefill
+chunk in flight. The ratio that balances the two pools is the analytic optimum the search tries
+first; the measured optimum can differ (admission reserves, retractions, the queue), which is why the
+loop measures. Peaks are used, not means: a closed-loop workload starts its requests together, and
+a pool short of the peak retracts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autotune.pools.sizing import SWA_EVICTION_INTERVAL, KVGeometry, PoolLayout, min_feasible_ratio, size_pools
+from autotune.pools.footprint import DEFAULT_SGLANG_VERSION, peak_swa_tokens, release_rules
+from autotune.pools.sizing import KVGeometry, PoolLayout, min_feasible_ratio, size_pools
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,15 @@ class WorkloadShape:
         return self.prompt_len + self.output_len
 
 
-def swa_tokens_per_request(shape: WorkloadShape, window: int, page_size: int) -> float:
-    return min(shape.sequence_len + page_size, window + SWA_EVICTION_INTERVAL + 2 * page_size)
+def swa_tokens_per_request(
+    shape: WorkloadShape, window: int, page_size: int, *, sglang_version: str = DEFAULT_SGLANG_VERSION,
+    chunked_prefill_size: int | None = 8192,
+) -> float:
+    """SWA tokens one request of the workload counts as used at its peak (footprint.peak_swa_tokens)."""
+    return float(peak_swa_tokens(
+        release_rules(sglang_version), max(round(shape.prompt_len), 1), max(round(shape.output_len), 1), window,
+        page_size=page_size, chunked_prefill_size=chunked_prefill_size,
+    ))
 
 
 @dataclass(frozen=True)
@@ -55,14 +67,19 @@ def capacity_at(
     page_size: int = 1,
     chunked_prefill_size: int = 8192,
     max_total_tokens: int | None = None,
+    sglang_version: str = DEFAULT_SGLANG_VERSION,
 ) -> CapacityEstimate:
+    """How many requests of `shape` each pool holds at `ratio`, under the rules of `sglang_version`."""
     layout = size_pools(geometry, budget_bytes, ratio, page_size, max_total_tokens=max_total_tokens, check=False)
     chunk = min(chunked_prefill_size, shape.prompt_len)
     swa_free = max(layout.swa_tokens - chunk, 0)
+    per_request = swa_tokens_per_request(
+        shape, geometry.window, page_size, sglang_version=sglang_version, chunked_prefill_size=chunked_prefill_size,
+    )
     return CapacityEstimate(
         layout=layout,
         full_requests=layout.full_tokens / shape.sequence_len,
-        swa_requests=swa_free / swa_tokens_per_request(shape, geometry.window, page_size),
+        swa_requests=swa_free / per_request,
     )
 
 
@@ -83,6 +100,7 @@ def analytic_optimum(
     chunked_prefill_size: int = 8192,
     max_total_tokens: int | None = None,
     resolution: float = 1e-3,
+    sglang_version: str = DEFAULT_SGLANG_VERSION,
 ) -> AnalyticOptimum:
     """The ratio (on a `resolution` grid) that maximises the requests both pools hold together."""
     low = min_feasible_ratio(geometry, budget_bytes, page_size, max_total_tokens=max_total_tokens, resolution=resolution)
@@ -96,6 +114,7 @@ def analytic_optimum(
         estimate = capacity_at(
             geometry, budget_bytes, ratio, shape, page_size=page_size,
             chunked_prefill_size=chunked_prefill_size, max_total_tokens=max_total_tokens,
+            sglang_version=sglang_version,
         )
         if best is None or estimate.requests > best.requests:
             best = estimate

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from autotune.pools.footprint import DEFAULT_SGLANG_VERSION
+
 DEFAULT_GPU = "H100-80GB"
-EMULATED_SGLANG_VERSION = "0.5.23"  # the release whose scheduler rules the simulator follows by default
+EMULATED_SGLANG_VERSION = DEFAULT_SGLANG_VERSION  # the release whose scheduler rules the simulator follows by default
 
 
 def add_simulator_flags(group: argparse._ActionsContainer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from autotune.hardware import detect_gpus
 
@@ -37,6 +38,21 @@ def choose_backend(requested: str) -> BackendChoice:
         return BackendChoice("sglang", f"backend sglang: SGLang is installed and {len(gpus)} GPU(s) found ({gpus[0]})")
     missing = "no GPU found" if not gpus else "SGLang is not installed"
     return BackendChoice("sim", f"backend sim: {missing}, so trials run on the simulated SGLang (results are labelled simulated)")
+
+
+def sglang_release(server_version: str, sim_flags: Mapping[str, Any] | None = None) -> str:
+    """The SGLang release whose rules a study's server follows: the installed one for `sglang`
+    (`sglang-0.5.17+dummy-weights` -> 0.5.17), the emulated one for the simulator (its
+    `--sglang-version`, else the simulator's default). The capacity model picks its footprint by it."""
+    from autotune.pools.footprint import parse_version
+    from autotune.sim.own_flags import EMULATED_SGLANG_VERSION
+
+    if server_version.startswith("sglang-"):
+        try:
+            return ".".join(map(str, parse_version(server_version)))
+        except ValueError:
+            return EMULATED_SGLANG_VERSION  # sglang-unknown: the newest rules studied
+    return str((sim_flags or {}).get("sglang-version") or EMULATED_SGLANG_VERSION)
 
 
 def server_version(backend: str, dummy_weights: bool = False) -> str:

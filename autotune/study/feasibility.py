@@ -21,6 +21,7 @@ from autotune.hardware import GPUProfile
 from autotune.models import ModelSpec
 from autotune.pools import KVGeometry, WorkloadShape, analytic_optimum
 from autotune.pools.capacity import swa_tokens_per_request
+from autotune.pools.footprint import DEFAULT_SGLANG_VERSION
 from autotune.workloads import Workload, concurrency_limit
 from autotune.workloads.arrival import TraceTimes, send_offsets
 
@@ -51,12 +52,17 @@ class RequestNeed:
                 f"({need / 2**30:.2f} GiB of KV)")
 
 
-def request_need(workload: Workload, geometry: KVGeometry, page_size: int) -> RequestNeed:
+def request_need(
+    workload: Workload, geometry: KVGeometry, page_size: int, *, sglang_version: str = DEFAULT_SGLANG_VERSION,
+    chunked_prefill_size: int = 8192,
+) -> RequestNeed:
     largest = max(workload.requests, key=lambda r: r.prompt_len + r.output_len)
     shape = WorkloadShape(largest.prompt_len, largest.output_len)
     return RequestNeed(
         full_tokens=largest.prompt_len + largest.output_len,
-        swa_tokens=math.ceil(swa_tokens_per_request(shape, geometry.window, page_size)),
+        swa_tokens=math.ceil(swa_tokens_per_request(
+            shape, geometry.window, page_size, sglang_version=sglang_version, chunked_prefill_size=chunked_prefill_size,
+        )),
         mean_full_tokens=(workload.total_prompt_tokens + workload.total_output_tokens) / len(workload.requests),
     )
 
@@ -132,11 +138,13 @@ def serviceability(
     page_size: int = 1,
     chunked_prefill_size: int = 8192,
     fixes: tuple[str, ...] = (),
+    sglang_version: str = DEFAULT_SGLANG_VERSION,
 ) -> Serviceability:
     shape = workload_shape(workload)
-    need = request_need(workload, geometry, page_size)
+    need = request_need(workload, geometry, page_size, sglang_version=sglang_version, chunked_prefill_size=chunked_prefill_size)
     try:
-        best = analytic_optimum(geometry, budget_bytes, shape, page_size=page_size, chunked_prefill_size=chunked_prefill_size)
+        best = analytic_optimum(geometry, budget_bytes, shape, page_size=page_size, chunked_prefill_size=chunked_prefill_size,
+                                sglang_version=sglang_version)
     except ValueError:
         return Serviceability(workload.name, budget_bytes, need, None, 0.0, shape.concurrency, fixes)
     # The largest request must fit the full pool at the lowest ratio that boots (the most full tokens).
@@ -164,15 +172,18 @@ def check_serviceable(
     chunked_prefill_size: int = 8192,
     mem_fraction_static: float | None = None,
     budget_pinned: bool = False,
+    sglang_version: str = DEFAULT_SGLANG_VERSION,
 ) -> Serviceability:
     """Raise HopelessConfiguration, naming the budget, the need and the fixes that would work."""
     geometry = KVGeometry.of(model, tp=tp, kv_dtype=kv_dtype)
-    verdict = serviceability(geometry, budget_bytes, workload, page_size=page_size, chunked_prefill_size=chunked_prefill_size)
+    verdict = serviceability(geometry, budget_bytes, workload, page_size=page_size, chunked_prefill_size=chunked_prefill_size,
+                             sglang_version=sglang_version)
     if not verdict.hopeless:
         return verdict
     fixes = [] if budget_pinned else _working_alternatives(
         model, gpu, workload, tp=tp, page_size=page_size, kv_dtype=kv_dtype,
         chunked_prefill_size=chunked_prefill_size, mem_fraction_static=mem_fraction_static,
+        sglang_version=sglang_version,
     )
     fixes.append("a workload with shorter requests or fewer at once")
     what = f"{model.name} on {gpu.name} (tp={tp})"
@@ -183,7 +194,7 @@ def check_serviceable(
 
 def _working_alternatives(
     model: ModelSpec, gpu: GPUProfile, workload: Workload, *, tp: int, page_size: int, kv_dtype: str,
-    chunked_prefill_size: int, mem_fraction_static: float | None,
+    chunked_prefill_size: int, mem_fraction_static: float | None, sglang_version: str = DEFAULT_SGLANG_VERSION,
 ) -> list[str]:
     """More GPUs per trial, or a bigger GPU, where the capacity model says they would serve it."""
     from autotune.hardware import builtin_profiles
@@ -193,12 +204,13 @@ def _working_alternatives(
                    if p.memory_mib > gpu.memory_mib]
     return [fix for options in (more_gpus, bigger_gpus) for fix in _first_working(
         options, model, workload, page_size=page_size, kv_dtype=kv_dtype,
-        chunked_prefill_size=chunked_prefill_size, mem_fraction_static=mem_fraction_static)]
+        chunked_prefill_size=chunked_prefill_size, mem_fraction_static=mem_fraction_static,
+        sglang_version=sglang_version)]
 
 
 def _first_working(
     options: list[tuple[str, GPUProfile, int]], model: ModelSpec, workload: Workload, *, page_size: int, kv_dtype: str,
-    chunked_prefill_size: int, mem_fraction_static: float | None,
+    chunked_prefill_size: int, mem_fraction_static: float | None, sglang_version: str = DEFAULT_SGLANG_VERSION,
 ) -> list[str]:
     from autotune.pools import estimate_budget
     from autotune.pools.budget import InsufficientMemory
@@ -209,7 +221,8 @@ def _first_working(
         except (InsufficientMemory, ValueError):
             continue
         geometry = KVGeometry.of(model, tp=option_tp, kv_dtype=kv_dtype)
-        verdict = serviceability(geometry, budget.bytes, workload, page_size=page_size, chunked_prefill_size=chunked_prefill_size)
+        verdict = serviceability(geometry, budget.bytes, workload, page_size=page_size,
+                                 chunked_prefill_size=chunked_prefill_size, sglang_version=sglang_version)
         if not verdict.hopeless:
             return [f"{flag} ({budget.gib:.1f} GiB of KV, {verdict.best_concurrency:.0f} requests at once)"]
     return []

@@ -31,7 +31,7 @@ from autotune.sglang_facts import (
     PAGE_SIZE,
     TP_SIZE,
 )
-from autotune.study.backend import server_version
+from autotune.study.backend import server_version, sglang_release
 from autotune.study.objective import Objective
 from autotune.study.space import SearchSpace, select_space
 from autotune.workloads import Workload, concurrency_limit
@@ -104,7 +104,8 @@ class StudyPlan:
             concurrency=concurrency_limit(self.workload.arrival),
         )
         chunk = int(self.server_flags.get(CHUNKED_PREFILL_SIZE) or default_chunked_prefill_size(self.gpu.memory_mib))
-        best = analytic_optimum(self.geometry(), self.budget_bytes, shape, page_size=self.page_size, chunked_prefill_size=chunk)
+        best = analytic_optimum(self.geometry(), self.budget_bytes, shape, page_size=self.page_size, chunked_prefill_size=chunk,
+                                sglang_version=sglang_release(self.server_version, self.sim_flags))
         return [round(best.ratio, 3)] + ([DEFAULT_RATIO] if abs(best.ratio - DEFAULT_RATIO) > 1e-3 else [])
 
 
