@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from autotune.hardware.profile import GIB, GPUProfile
 from autotune.models.spec import ModelSpec
+from autotune.pools.footprint import ReleaseRules, release_rules
 from autotune.pools.budget import KVBudget, default_chunked_prefill_size, estimate_budget
 from autotune.pools.sizing import KVGeometry, PoolLayout, size_pools, validate_ratio
 from autotune.sglang_facts import DEFAULT_RATIO
@@ -19,14 +20,6 @@ from autotune.sim.request import floor_page
 
 DEFAULT_MAX_PREFILL_TOKENS = 16384
 DEFAULT_DECODE_LOG_INTERVAL = 40
-
-
-
-def _version(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split("+")[0].split(".")[:3])
-    except ValueError:
-        raise ValueError(f"SGLang version {text!r}: use the release number, e.g. 0.5.17") from None
 
 
 @dataclass(frozen=True)
@@ -50,18 +43,24 @@ class SimServerConfig:
     decode_log_interval: int = DEFAULT_DECODE_LOG_INTERVAL
     sglang_version: str = EMULATED_SGLANG_VERSION  # the release whose scheduler rules to follow
     prefill_cuda_graph: bool = True  # False: --disable-prefill-cuda-graph / --disable-cuda-graph (eager prefill)
+    dummy_weights: bool = False  # --load-format dummy: random MoE routing, timed as measured (sim/timing.py)
+
+    @property
+    def rules(self) -> ReleaseRules:
+        """The release's rules: footprint, decode eviction cadence, admission (autotune/pools/footprint.py)."""
+        return release_rules(self.sglang_version)
 
     @property
     def fixed_length_full_reservation(self) -> bool:
         """Whether admission reserves all of an ignore_eos request's remaining output: 0.5.23 does,
         0.5.17 scales it by the new-token ratio like any request (checked in both releases' code)."""
-        return _version(self.sglang_version) > (0, 5, 17)
+        return self.rules.fixed_length_full_reservation
 
     @property
     def shrink_chunk_on_transient_swa_pressure(self) -> bool:
         """0.5.17 admits a smaller chunk whenever the SWA budget does not fit; 0.5.23 waits unless
         the request could never fit (prefill_budget.check_prefill: "transient pressure waits")."""
-        return _version(self.sglang_version) <= (0, 5, 17)
+        return self.rules.shrink_chunk_on_transient_swa_pressure
 
     @property
     def ratio(self) -> float:

@@ -54,7 +54,7 @@ class SimEngine:
         self.timing = TimingModel(
             config.model, config.gpu, config.tp_size,
             spec_accept_length=config.speculative_accept_length, kv_dtype=config.kv_cache_dtype,
-            prefill_cuda_graph=config.prefill_cuda_graph,
+            prefill_cuda_graph=config.prefill_cuda_graph, dummy_weights=config.dummy_weights,
         )
         self.scheduler = Scheduler(
             SchedulerConfig(
@@ -68,6 +68,7 @@ class SimEngine:
                 decode_log_interval=config.decode_log_interval,
                 fixed_length_full_reservation=config.fixed_length_full_reservation,
                 shrink_chunk_on_transient_swa_pressure=config.shrink_chunk_on_transient_swa_pressure,
+                rules=config.rules,
             ),
             self.timing,
         )

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# managers/schedule_policy.py: CLIP_MAX_NEW_TOKENS bounds what admission reserves per request.
-CLIP_MAX_NEW_TOKENS = 4096
+from autotune.pools.footprint import CLIP_MAX_NEW_TOKENS, ceil_page, floor_page
 
-
-def ceil_page(tokens: int, page_size: int) -> int:
-    return -(-tokens // page_size) * page_size
-
-
-def floor_page(tokens: int, page_size: int) -> int:
-    return (tokens // page_size) * page_size
+__all__ = ["CLIP_MAX_NEW_TOKENS", "SimRequest", "ceil_page", "floor_page"]
 
 
 @dataclass(eq=False)
@@ -31,9 +24,15 @@ class SimRequest:
     fill_len: int = 0  # tokens to prefill: the prompt, or prompt + output after a retraction
     spec_credit: float = 0.0  # fractional tokens owed by speculative decoding
 
-    # KV held (tokens, page-aligned)
-    full_held: int = 0
-    swa_lo: int = 0  # first token index still held in the SWA pool (earlier ones evicted)
+    # KV, as SGLang's radix cache and allocator account it (autotune/pools/footprint.py)
+    full_held: int = 0  # full-pool slots the request itself holds (chunk in flight, decoded tokens)
+    full_locked: int = 0  # full-pool slots of its prefix in the tree, locked by it
+    swa_held: int = 0  # SWA slots it holds: the chunk in flight, decoded tokens not yet evicted
+    swa_locked: int = 0  # SWA slots of its prompt's tail in the tree, locked by it: L(P)
+    protected: int = 0  # cache_protected_len: positions the tree owns (the request never frees below)
+    swa_cursor: int = 0  # swa_evicted_seqlen: SWA positions below it were freed
+    tree_nodes: list[int] = field(default_factory=list)  # sizes of its prefix's tree nodes, root first
+    decode_steps: int = 0  # decode_batch_idx: decode steps since its prefill
 
     # timings (virtual or wall seconds, same clock as arrival_s)
     scheduled_s: float | None = None  # first time it left the queue (queue time)
@@ -60,5 +59,14 @@ class SimRequest:
     def finished(self) -> bool:
         return self.generated >= self.max_new_tokens
 
-    def swa_held(self, page_size: int) -> int:
-        return ceil_page(self.kv_len, page_size) - self.swa_lo
+    @property
+    def swa_used(self) -> int:
+        """What this request adds to sglang:swa_used_tokens: held plus locked."""
+        return self.swa_held + self.swa_locked
+
+    def reset_kv(self) -> None:
+        """reset_for_retract: no KV left; the kept output is prefilled again with the prompt."""
+        self.prefilled = self.kv_len = 0
+        self.full_held = self.full_locked = self.swa_held = self.swa_locked = 0
+        self.protected = self.swa_cursor = self.decode_steps = 0
+        self.tree_nodes = []

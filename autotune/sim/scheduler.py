@@ -12,10 +12,13 @@ rules kept, each from the reference (docs/reference/sglang.md §4) and the 0.5.2
   `max(min(extend, chunk) - window, 0) + min(extend + max_new, window) + page < swa free + evictable
   - this round's SWA reservations`. A request that fails waits (and stops the round: FCFS);
 - chunked prefill: at most one request in chunks; chunk = min(chunk budget, full room, SWA room - page);
-- out-of-window SWA tokens: after a prefill chunk they go to the radix cache (evictable); while
-  decoding they are freed once `SWA_EVICTION_INTERVAL` (128) tokens have slid out of the window
-  (0.5.23 gates on tokens, not steps, so speculative decoding does not stretch the interval);
-- decode out of memory: retract (fewest outputs first, then longest prompt), re-queue at the back;
+- a request's SWA footprint follows autotune/pools/footprint.py, per release (docs/sglang-swa-accounting.md):
+  each prefill chunk is inserted into the radix tree, which locks the prompt's last window `L(P)` (used)
+  and keeps the older part as evictable cache (0.5.17) or frees it (0.5.23); decode frees only decoded
+  tokens more than a window behind, on 0.5.17's global `forward_iter % 128` steps or 0.5.23's
+  per-request token trigger, so a running request holds `L(P) + H(j)`, up to about two windows;
+- decode out of memory (checked before the step's eviction): retract (fewest outputs first, then
+  longest prompt), re-queue at the back; its held slots are freed, its locked prompt becomes evictable;
 - finished requests' tokens stay in the radix cache (evictable), which usage gauges do not count.
 
 Times are whatever clock the caller uses (virtual seconds in-process, wall seconds in the server).
@@ -28,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from autotune.pools.sizing import SWA_EVICTION_INTERVAL
+from autotune.pools.footprint import ReleaseRules, decode_free_to, insert_nodes, locked_tail, release_rules
 from autotune.sim.pool import TokenPool
 from autotune.sim.request import CLIP_MAX_NEW_TOKENS, SimRequest, ceil_page, floor_page
 from autotune.sim.timing import DecodeBatch, PrefillChunk, TimingModel
@@ -59,6 +62,8 @@ class SchedulerConfig:
     # not fit; 0.5.23 only for a request that could never fit ("transient pressure waits"). The
     # 0.5.17 rule re-admits into a full SWA pool, which retracts again: the collapse seen on the H200.
     shrink_chunk_on_transient_swa_pressure: bool = False
+    # The release's footprint rules: what a prefill checkpoint frees, the decode eviction cadence.
+    rules: ReleaseRules = release_rules()
 
     @property
     def min_new_token_ratio(self) -> float:
@@ -162,6 +167,7 @@ class Scheduler:
         self.gen_throughput = 0.0
         self.last_decode_log: str | None = None
         self.new_token_ratio = config.init_new_token_ratio
+        self.forward_ct = 0  # forwards run so far (0.5.17's decode eviction keys on it)
 
     # -- queue -------------------------------------------------------------------------------
     def add(self, request: SimRequest) -> None:
@@ -174,11 +180,6 @@ class Scheduler:
     @property
     def window(self) -> int | None:
         return self.config.window if self.config.hybrid else None
-
-    @property
-    def _window_pages(self) -> int:
-        page = self.config.page_size
-        return ceil_page(max(self.window or 0, page), page)
 
     # -- one iteration -----------------------------------------------------------------------
     def step(self, now: float) -> StepReport:
@@ -286,9 +287,9 @@ class Scheduler:
             req.prefilled += extend
             new_tokens += extend
             self.counters.prefill_tokens_computed += extend
-            if self.swa is not None:
-                # Out-of-window prefill tokens go to the radix cache: evictable, not used.
-                self._release_window(req, keep_from=req.kv_len - self.window, to_cache=True)
+            # The chunk goes into the radix tree (stash_chunked_request; after the first output token,
+            # cache_unfinished_req / checkpoint_kv_cache): it locks the prompt's last window.
+            self._checkpoint(req)
             if done:
                 req.generated += 1  # the extend's logits give the first output token
                 self._log_tokens += 1
@@ -300,6 +301,7 @@ class Scheduler:
                 else:
                     self.running.append(req)
         self.counters.prefill_steps += 1
+        self.forward_ct += 1
         line = (
             f"Prefill batch, #new-seq: {len(batch)}, #new-token: {new_tokens}, #cached-token: 0, "
             f"{self._usage_text()}, #running-req: {len(self.running)}, #queue-req: {len(self.waiting)}"
@@ -351,12 +353,10 @@ class Scheduler:
     def _retract(self, req: SimRequest) -> None:
         self.counters.retracted_input_tokens += req.prompt_len
         self.counters.retracted_output_tokens += req.generated
-        self._free_all(req)
+        self._release(req, retract=True)
         req.retractions += 1
         req.fill_len = req.prompt_len + req.generated  # re-prefill prompt + the output kept
-        req.prefilled = 0
-        req.kv_len = 0
-        req.swa_lo = 0
+        req.reset_kv()
         self.waiting.append(req)  # _add_request_to_queue(is_retracted=True): back of the queue
 
     def _run_decode(self, now: float) -> StepReport:
@@ -390,14 +390,12 @@ class Scheduler:
             req.spec_credit -= int(req.spec_credit)
             if tokens <= 0:
                 continue
+            self._evict_decoded(req)  # alloc_for_decode: maybe_evict_swa, then the step's slots
             self._grow(req, tokens)
+            req.decode_steps += 1
             req.generated += tokens
             emitted += tokens
             self._emit(req, end)
-            if self.swa is not None and req.kv_len - 1 - window >= req.swa_lo + SWA_EVICTION_INTERVAL:
-                # _swa_eviction_trigger: once >= 128 tokens slid out of the window, free them,
-                # keeping the window rounded up to whole pages (free_swa_out_of_window_slots).
-                self._release_window(req, keep_from=req.kv_len - 1 - self._window_pages, to_cache=False)
             if req.finished:
                 finished.append(req)
         for req in finished:
@@ -406,6 +404,7 @@ class Scheduler:
         emitted_reqs = tuple(self.running)
         self.running = [r for r in self.running if id(r) not in done]
         self.counters.decode_steps += 1
+        self.forward_ct += 1
         line = self._decode_log(end, emitted)
         return StepReport(
             "decode", now, duration, batch.batch_size, emitted, tuple(finished), tuple(retracted), emitted_reqs, line
@@ -431,39 +430,88 @@ class Scheduler:
 
     # -- KV bookkeeping ----------------------------------------------------------------------
     def _grow(self, req: SimRequest, tokens: int) -> None:
+        """Allocate the request's next `tokens` positions in both pools (request-held)."""
         page = self.config.page_size
         pages = ceil_page(req.kv_len + tokens, page) - ceil_page(req.kv_len, page)
         if pages:
             self.full.alloc(pages)
             if self.swa is not None:
                 self.swa.alloc(pages)
+                req.swa_held += pages
         req.kv_len += tokens
         req.full_held += pages
 
-    def _release_window(self, req: SimRequest, keep_from: int, to_cache: bool) -> None:
-        new_lo = floor_page(max(keep_from, 0), self.config.page_size)
-        if self.swa is None or new_lo <= req.swa_lo:
-            return
-        released = new_lo - req.swa_lo
-        (self.swa.cache if to_cache else self.swa.free)(released)
-        req.swa_lo = new_lo
+    def _checkpoint(self, req: SimRequest) -> None:
+        """Insert the request's prefix [0, kv_len) into the radix tree and re-lock its tail (§1.1-1.2).
 
-    def _free_all(self, req: SimRequest) -> None:
-        self.full.free(req.full_held)
+        Full pool: the new segment moves from held to locked. SWA pool: the new segment's nodes are
+        capped at one window; the lock covers the tail nodes up to the window, `L`; the rest becomes
+        evictable tree cache, except that 0.5.23 first frees the segment's out-of-window part.
+        """
+        page = self.config.page_size
+        end, start = req.kv_len, req.protected
+        if end <= start:
+            return
+        segment = ceil_page(end, page) - ceil_page(start, page)  # slots allocated for it
+        req.full_held -= segment
+        req.full_locked += segment
+        req.protected = end
+        if self.swa is None:
+            return
+        window = self.window or 0
+        req.tree_nodes += insert_nodes([end - start], window, page)
+        locked = min(locked_tail(req.tree_nodes, window), end)
+        before = req.swa_locked + segment  # the old lock and the segment, both counted used
+        freed = 0
+        if self.config.rules.free_out_of_window_prompt:
+            lo = max(req.swa_cursor, start)
+            hi = floor_page(min(end - 1 - window, end - locked), page)
+            freed = max(hi - lo, 0)
+            req.swa_cursor = max(lo, hi)
+        freed = min(freed, max(before - locked, 0))
+        cached = max(before - locked - freed, 0)
+        if freed:
+            self.swa.free(freed)
+        if cached:
+            self.swa.cache(cached)
+        req.swa_held -= segment
+        req.swa_locked = locked
+
+    def _evict_decoded(self, req: SimRequest) -> None:
+        """maybe_evict_swa for one request: free decoded SWA slots more than a window behind (§1.3)."""
+        if self.swa is None or req.protected <= 0:
+            return
+        new = decode_free_to(
+            self.config.rules, seq_len=req.kv_len + 1, prompt_end=req.protected, cursor=req.swa_cursor,
+            window=self.window or 0, page_size=self.config.page_size, forward_iter=self.forward_ct,
+            decode_batch_idx=req.decode_steps,
+        )
+        if new is None:
+            return
+        lo = max(req.swa_cursor, req.protected)
+        freed = min(max(new - lo, 0), req.swa_held)
+        if freed:
+            self.swa.free(freed)
+            req.swa_held -= freed
+        req.swa_cursor = max(req.swa_cursor, new)
+
+    def _release(self, req: SimRequest, *, retract: bool) -> None:
+        """Finish: everything the request had live goes to the tree cache (evictable). Retraction:
+        held slots are freed, the locked prefix stays in the tree, unlocked (evictable)."""
+        held_to = self.full.free if retract else self.full.cache
+        held_to(req.full_held)
+        self.full.cache(req.full_locked)
         if self.swa is not None:
-            self.swa.free(req.swa_held(self.config.page_size))
-        req.full_held = 0
+            (self.swa.free if retract else self.swa.cache)(req.swa_held)
+            self.swa.cache(req.swa_locked)
+        req.full_held = req.full_locked = req.swa_held = req.swa_locked = 0
 
     def _finish(self, req: SimRequest, end: float) -> None:
         req.finish_s = end
         self.counters.requests += 1
         self.counters.prompt_tokens += req.prompt_len
         self.counters.generation_tokens += req.generated
-        self.full.cache(req.full_held)  # finished requests stay in the radix cache
-        if self.swa is not None:
-            self.swa.cache(req.swa_held(self.config.page_size))
-        req.full_held = 0
-        req.swa_lo = ceil_page(req.kv_len, self.config.page_size)
+        self._release(req, retract=False)  # finished requests stay in the radix cache
         if self.on_finish is not None:
             self.on_finish(req)
 
