@@ -255,6 +255,7 @@ class StudyCase:
     max_prefill_tokens: int
     sglang_version: str = EMULATED_SGLANG_VERSION  # the real server's release: its scheduler rules
     prefill_cuda_graph: bool = True  # False when the real trials ran with prefill graphs off
+    dummy_weights: bool = False  # the real trials ran --load-format dummy: timed with the dummy routing
 
     @property
     def layouts(self) -> list[tuple[float, int, int]]:
@@ -378,6 +379,7 @@ def prepare_case(trials: Sequence[RealTrial], gpu: GPUProfile | None = None) -> 
         trial_budgets=trial_budgets, page_size=page, chunked_prefill_size=chunk, max_prefill_tokens=max_prefill,
         sglang_version=_release(first.server_version),
         prefill_cuda_graph=not ({"--disable-prefill-cuda-graph", "--disable-cuda-graph"} & set(first.extra_args)),
+        dummy_weights=first.dummy_weights,
     )
 
 
@@ -391,7 +393,8 @@ def as_before_calibration(case: StudyCase) -> StudyCase:
     """The simulator as it was before the real-GPU study: 0.5.23's scheduler rules whatever the
     server, and no separate cost for eager (graph-less) prefill steps."""
     gpu = dataclasses.replace(case.gpu, eager_prefill_step_overhead_ms=None)
-    return dataclasses.replace(case, sglang_version=EMULATED_SGLANG_VERSION, prefill_cuda_graph=True, gpu=gpu)
+    return dataclasses.replace(case, sglang_version=EMULATED_SGLANG_VERSION, prefill_cuda_graph=True, gpu=gpu,
+                               dummy_weights=False)
 
 
 def group_studies(trials: Sequence[RealTrial]) -> dict[str, list[RealTrial]]:
@@ -412,6 +415,7 @@ def sim_config(case: StudyCase, ratio: float, profile: GPUProfile | None = None,
         chunked_prefill_size=case.chunked_prefill_size, max_prefill_tokens=case.max_prefill_tokens,
         kv_budget_bytes=budget_bytes if budget_bytes is not None else case.budget_bytes,
         sglang_version=case.sglang_version, prefill_cuda_graph=case.prefill_cuda_graph,
+        dummy_weights=case.dummy_weights,
     )
 
 

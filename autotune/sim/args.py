@@ -281,6 +281,7 @@ def server_config(args: SimArgs, model: ModelSpec, gpu: GPUProfile) -> SimServer
         decode_log_interval=args.decode_log_interval,
         sglang_version=args.sglang_version,
         prefill_cuda_graph=not (args.disable_cuda_graph or args.disable_prefill_cuda_graph),
+        dummy_weights=args.ignored.get("load_format") == "dummy",
     )
     if config.hybrid and args.disable_radix_cache and args.max_running_requests is not None:
         # docs/reference/sglang.md §1: SGLang then sizes the SWA pool from the request cap

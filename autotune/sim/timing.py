@@ -23,6 +23,12 @@ from autotune.models.spec import AttentionShape, ModelSpec
 
 TERA = 1e12
 ACTIVATION_BYTES = 2  # bf16 hidden states, what the TP all-reduces move
+# Dummy weights (`--load-format dummy`): the random router sends a decode batch's tokens to far fewer
+# distinct experts than uniform routing would. Fitted on real SGLang 0.5.17 decode of the dummy
+# gemma-4-26B-A4B on an H200 (1-64 running, docs/real-gpu/footprint.md): the step times fit tokens
+# routed uniformly over 24 of the 128 experts per layer. Other MoE models: the same share, assumed.
+# Real checkpoints: uniform over all experts (assumed; no real-checkpoint decode has been measured).
+DUMMY_ROUTING_EXPERT_SHARE = 24 / 128
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class PrefillChunk:
     prefix_len: int  # tokens of this request already in the KV cache (earlier chunks)
 
 
-def experts_touched(num_experts: int, top_k: int, tokens: float) -> float:
+def experts_touched(num_experts: float, top_k: int, tokens: float) -> float:
     """Expected number of distinct experts that `tokens` tokens route to, per MoE layer.
 
     Each token picks top_k distinct experts of E; with uniform routing a given expert is missed
@@ -97,6 +103,7 @@ class TimingModel:
         spec_draft_tokens: int = 4,
         kv_dtype: str = "bf16",
         prefill_cuda_graph: bool = True,
+        dummy_weights: bool = False,
     ) -> None:
         if tp < 1:
             raise ValueError(f"tp must be >= 1, got {tp}")
@@ -122,6 +129,12 @@ class TimingModel:
         self.lm_head_params = lm_head / tp  # per rank, applied to every token that gets logits
         self.dense_bytes = (p.attention + p.dense_mlp + lm_head) * bytes_per_param / tp
         moe = model.moe
+        self.dummy_weights = dummy_weights
+        # The experts a batch's tokens are routed over: all of them, or a dummy router's few.
+        self.routed_experts = (
+            max(float(moe.top_k), DUMMY_ROUTING_EXPERT_SHARE * moe.num_experts) if moe and dummy_weights
+            else float(moe.num_experts) if moe else 0.0
+        )
         self.moe_layers = moe.moe_layers if moe else 0
         self.expert_bytes = p.experts * bytes_per_param / tp / (moe.moe_layers * moe.num_experts) if moe else 0.0
         self.expert_active_params = p.experts_active / tp / moe.moe_layers if moe else 0.0  # per layer, per token
@@ -170,6 +183,8 @@ class TimingModel:
             "dense_weight_gb_per_rank": round(self.dense_bytes / 1e9, 3),
             "expert_mb_per_rank": round(self.expert_bytes / 1e6, 3),
             "moe_layers": self.moe_layers,
+            "moe_routed_experts": self.routed_experts,
+            "dummy_weights": self.dummy_weights,
             "layers": {k.name: k.count for k in self.layer_kinds},
             "weight_stream_tbs": g.weight_stream_tbs,
             "kv_read_tbs": g.kv_read_tbs,
@@ -195,7 +210,8 @@ class TimingModel:
         moe = self.model.moe
         if moe is None or tokens <= 0:
             return 0.0
-        read = experts_touched(moe.num_experts, moe.top_k, tokens) * self.expert_bytes / (self.gpu.weight_stream_tbs * TERA)
+        touched = experts_touched(self.routed_experts, moe.top_k, tokens)
+        read = touched * self.expert_bytes / (self.gpu.weight_stream_tbs * TERA)
         compute = 2.0 * self.expert_active_params * tokens / (self.gpu.moe_gemm_tflops * TERA)
         return self.gpu.moe_dispatch_floor_us / 1e6 + max(read, compute)
 
