@@ -13,7 +13,12 @@ Figures, per (ratio, phase), defined in docs/real-gpu/footprint.md ("Definitions
 - decode step time vs #running (decode log lines: 1000 x #running / gen throughput).
 Per phase shape across ratios: the optimum ratio and the ratio below which throughput falls >20 %.
 
+Beside the simulator as it is now ("sim") stands the simulator before issue 12's release-exact footprint
+("before": footprint/sim-before.json, this bench's Simulator.run figures at commit 0a245b3, in the format
+--dump-sim writes), and the issue's targets are checked at the end (reported, not asserted).
+
 Run:  python bench/swa_footprint_fidelity.py [--data docs/real-gpu/footprint] [--no-sim] [--write FILE]
+      [--dump-sim FILE]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 DEFAULT_DATA = REPO / "docs" / "real-gpu" / "footprint"
+BEFORE = DEFAULT_DATA / "sim-before.json"  # the simulator before issue 12 (commit 0a245b3), same phases
 WINDOW = 1023  # Gemma 4's sliding window as SGLang runs it (sliding_window - 1)
 NEAR_FULL = 0.9  # "the first wave ran": at least this share of the phase's concurrency running
 CLIFF = 0.8  # throughput below this share of the best is "fallen by more than 20 %"
@@ -225,7 +231,8 @@ class SimPhase:
 
 
 class Simulator:
-    """The simulator as it is today, driven in virtual time with the real runs' server arguments."""
+    """The simulator as it is now, driven in virtual time with the real runs' server arguments
+    (dummy weights: the simulator times their MoE routing as measured, autotune/sim/timing.py)."""
 
     def __init__(self, boots: Sequence[Boot]) -> None:
         from autotune.hardware import load_gpu
@@ -253,7 +260,7 @@ class Simulator:
         return SimServerConfig(
             model=self.model, gpu=self.gpu, swa_full_tokens_ratio=ratio, page_size=1, chunked_prefill_size=8192,
             max_prefill_tokens=16384, kv_budget_bytes=self.budget_bytes, sglang_version="0.5.17",
-            prefill_cuda_graph=False,
+            prefill_cuda_graph=False, dummy_weights=True,
         )
 
     def run(self, ratio: float, phase: Phase) -> SimPhase:
@@ -286,6 +293,15 @@ class Simulator:
             peak_queue=max((s.num_queue_reqs for s in samples), default=None),
             peak_per_req=peak, peak_flag=flag, peak_per_req_series=series_peak,
         )
+
+
+def load_before(path: Path = BEFORE) -> tuple[dict[tuple[float, str], SimPhase], dict[int, float]]:
+    """The simulator before issue 12 (footprint/sim-before.json): per (ratio, shape), and decode ms per bucket."""
+    if not path.exists():
+        return {}, {}
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    phases = {(v["ratio"], v["shape"]): SimPhase(**v) for v in raw["phases"].values()}
+    return phases, {int(k): float(v) for k, v in raw.get("step_ms_median", {}).items()}
 
 
 def grid_module() -> Any:
@@ -331,24 +347,30 @@ def real_figures(phase: Phase) -> RealFigures:
     return RealFigures(phase, peak, flag, peak_series, flag_series, most)
 
 
-def phase_table(phases: Sequence[Phase], boots: Sequence[Boot], sims: dict[tuple[float, str], SimPhase]) -> str:
+def phase_table(phases: Sequence[Phase], boots: Sequence[Boot], sims: dict[tuple[float, str], SimPhase],
+                before: dict[tuple[float, str], SimPhase] | None = None) -> str:
     layouts = {b.ratio: (b.full_tokens, b.swa_tokens) for b in boots if b.ok}
+    before = before or {}
     lines = [
         "| phase P/O@C | ratio | full / SWA pool | status | max running | **peak SWA/req** | (1 s samples) | "
-        "0.5.17 rule | sim peak/req | tok/s | sim tok/s | retractions | sim retr. | max queue | sim max queue |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "0.5.17 rule | sim peak/req | before | tok/s | sim tok/s | before | retractions | sim retr. | before | "
+        "max queue | sim max queue |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in sorted(phases, key=lambda p: (p.index, -p.ratio)):
         fig = real_figures(p)
         sim = sims.get((p.ratio, p.shape))
+        old = before.get((p.ratio, p.shape))
         full, swa = layouts.get(p.ratio, (None, None))
         tok = _f(p.total_tok_s) + (" (cut)" if p.status == "cut" else "") if p.measured else p.status.upper()
         lines.append(
             f"| {p.shape} | {_ratio_key(p.ratio)} | {_f(full)} / {_f(swa)} | {p.status} | {fig.max_running_log} | "
             f"{_f(fig.peak)}{'*' if fig.peak_flag else ''} | {_f(fig.peak_series)}{'*' if fig.peak_series_flag else ''} | "
             f"{rule_0517(p.prompt, p.output):,} | "
-            f"{_f(sim.peak_per_req if sim else None)}{'*' if sim and sim.peak_flag else ''} | {tok} | "
-            f"{_f(sim.total_tok_s if sim else None)} | {_f(p.retractions)} | {_f(sim.retractions if sim else None)} | "
+            f"{_f(sim.peak_per_req if sim else None)}{'*' if sim and sim.peak_flag else ''} | "
+            f"{_f(old.peak_per_req if old else None)} | {tok} | "
+            f"{_f(sim.total_tok_s if sim else None)} | {_f(old.total_tok_s if old else None)} | {_f(p.retractions)} | "
+            f"{_f(sim.retractions if sim else None)} | {_f(old.retractions if old else None)} | "
             f"{_f(peak_queue(p))} | {_f(sim.peak_queue if sim else None)} |"
         )
     return "\n".join(lines)
@@ -378,20 +400,30 @@ def optimum_and_cliff(throughput: dict[float, float]) -> tuple[float | None, flo
     return best_ratio, None, f"within 20 % down to {_ratio_key(min(throughput))}"
 
 
-def optimum_table(phases: Sequence[Phase], sims: dict[tuple[float, str], SimPhase]) -> str:
+def _sim_throughput(sims: dict[tuple[float, str], SimPhase], shape: str, ratios: Iterable[float]) -> dict[float, float]:
+    return {r: sims[(r, shape)].total_tok_s for r in ratios  # type: ignore[misc]
+            if (r, shape) in sims and sims[(r, shape)].total_tok_s}
+
+
+def optimum_table(phases: Sequence[Phase], sims: dict[tuple[float, str], SimPhase],
+                  before: dict[tuple[float, str], SimPhase] | None = None) -> str:
     lines = [
-        "| phase P/O@C | ratios measured | real tok/s by ratio | real optimum | real: >20 % drop | sim optimum | sim: >20 % drop |",
-        "|---|---|---|---:|---|---:|---|",
+        "| phase P/O@C | ratios measured | real tok/s by ratio | real optimum | real: >20 % drop | sim optimum | "
+        "sim: >20 % drop | before: optimum | before: >20 % drop |",
+        "|---|---|---|---:|---|---:|---|---:|---|",
     ]
     for shape, by_ratio in sorted(_throughput_by_ratio(phases).items(), key=lambda kv: min(p.index for p in kv[1].values())):
         real = {r: p.total_tok_s for r, p in by_ratio.items() if p.total_tok_s is not None}
-        sim = {r: sims[(r, shape)].total_tok_s for r in by_ratio if (r, shape) in sims and sims[(r, shape)].total_tok_s}
+        sim = _sim_throughput(sims, shape, by_ratio)
+        old = _sim_throughput(before or {}, shape, by_ratio)
         r_opt, _, r_note = optimum_and_cliff(real)  # type: ignore[arg-type]
-        s_opt, _, s_note = optimum_and_cliff(sim)  # type: ignore[arg-type]
+        s_opt, _, s_note = optimum_and_cliff(sim)
+        b_opt, _, b_note = optimum_and_cliff(old)
         listing = ", ".join(
             f"{_ratio_key(r)}: {_f(real[r])}{' (cut)' if by_ratio[r].status == 'cut' else ''}" for r in sorted(real, reverse=True))
         lines.append(f"| {shape} | {len(real)} | {listing} | {_ratio_key(r_opt) if r_opt else '-'} | {r_note} | "
-                     f"{_ratio_key(s_opt) if s_opt else '-'} | {s_note if sim else '-'} |")
+                     f"{_ratio_key(s_opt) if s_opt else '-'} | {s_note if sim else '-'} | "
+                     f"{_ratio_key(b_opt) if b_opt else '-'} | {b_note if old else '-'} |")
     return "\n".join(lines)
 
 
@@ -405,13 +437,14 @@ def sim_step_ms(timing: Any, row: Sequence[Any]) -> float:
     return 1000.0 * timing.decode_step_s(DecodeBatch(running, full, int(running * min(per, WINDOW))))
 
 
-def step_table(phases: Sequence[Phase], timing: Any | None) -> str:
+def step_table(phases: Sequence[Phase], timing: Any | None, before: dict[int, float] | None = None) -> str:
     real: dict[int, list[tuple[Sequence[Any], float]]] = {}
     for p in phases:
         for row, ms in step_times(p.decode, p.busy_ts):
             real.setdefault(bucket(int(row[1])), []).append((row, ms))
-    lines = ["| #running (nearest) | decode lines | real ms/step: median | p25-p75 | sim ms/step, same batches: median | sim / real |",
-             "|---:|---:|---:|---|---:|---:|"]
+    lines = ["| #running (nearest) | decode lines | real ms/step: median | p25-p75 | sim ms/step, same batches: median | "
+             "sim / real | before: sim ms/step | before / real |",
+             "|---:|---:|---:|---|---:|---:|---:|---:|"]
     for b in STEP_BUCKETS:
         rows = real.get(b, [])
         if not rows:
@@ -420,8 +453,9 @@ def step_table(phases: Sequence[Phase], timing: Any | None) -> str:
         q = statistics.quantiles(values, n=4) if len(values) >= 4 else [values[0], statistics.median(values), values[-1]]
         med = statistics.median(values)
         sm = statistics.median(sim_step_ms(timing, row) for row, _ in rows) if timing is not None else None
+        old = (before or {}).get(b)
         lines.append(f"| {b} | {len(values)} | {med:.1f} | {q[0]:.1f}-{q[2]:.1f} | {_f(sm, 1)} | "
-                     f"{'x%.2f' % (sm / med) if sm else '-'} |")
+                     f"{'x%.2f' % (sm / med) if sm else '-'} | {_f(old, 1)} | {'x%.2f' % (old / med) if old else '-'} |")
     return "\n".join(lines)
 
 
@@ -435,17 +469,99 @@ def boot_table(boots: Sequence[Boot]) -> str:
     return "\n".join(lines)
 
 
+def _near(a: float | None, b: float | None, tol: float) -> bool:
+    if a is None and b is None:
+        return True
+    return a is not None and b is not None and abs(a - b) <= tol + 1e-9
+
+
+def targets(phases: Sequence[Phase], sims: dict[tuple[float, str], SimPhase], simulator: Simulator | None,
+            label: str = "sim") -> list[str]:
+    """Issue 12's targets for one simulator (reported, not asserted): lines of a markdown list."""
+    out: list[str] = []
+    # 1. peak SWA tokens per running request within 3 % (phases where both sides had the concurrency running)
+    peaks = []
+    for p in phases:
+        fig, sim = real_figures(p), sims.get((p.ratio, p.shape))
+        if p.measured and sim and fig.peak and sim.peak_per_req and not fig.peak_flag and not sim.peak_flag:
+            peaks.append((abs(sim.peak_per_req / fig.peak - 1), p))
+    bad = [(e, p) for e, p in peaks if e > 0.03]
+    worst = max(peaks, key=lambda x: x[0]) if peaks else None
+    out.append(f"- peak SWA/request within 3 %: {len(peaks) - len(bad)} of {len(peaks)} phases with the concurrency "
+               f"running on both sides" + (f"; worst {worst[0]:.1%} ({worst[1].shape} at {_ratio_key(worst[1].ratio)})"
+                                            if worst else "")
+               + ("; misses: " + ", ".join(f"{p.shape}@{_ratio_key(p.ratio)} {e:.1%}" for e, p in sorted(bad, key=lambda x: -x[0])[:6])
+                  if bad else ""))
+    # 2.-5. per shape: optimum, cliff, ranking
+    shapes = _throughput_by_ratio(phases)
+    opt_ok = cliff_ok = 0
+    misses_opt, misses_cliff, flips = [], [], []
+    tput = []
+    for shape, by_ratio in shapes.items():
+        real = {r: p.total_tok_s for r, p in by_ratio.items() if p.total_tok_s is not None}
+        sim = _sim_throughput(sims, shape, by_ratio)
+        r_opt, r_cliff, _ = optimum_and_cliff(real)  # type: ignore[arg-type]
+        s_opt, s_cliff, _ = optimum_and_cliff(sim)
+        if _near(r_opt, s_opt, 0.05):
+            opt_ok += 1
+        else:
+            misses_opt.append(f"{shape} real {_ratio_key(r_opt or 0)} vs {_ratio_key(s_opt or 0)}")
+        if _near(r_cliff, s_cliff, 0.05):
+            cliff_ok += 1
+        else:
+            misses_cliff.append(f"{shape} real {_ratio_key(r_cliff) if r_cliff else 'holds'} vs "
+                                f"{_ratio_key(s_cliff) if s_cliff else 'holds'}")
+        ratios = sorted(r for r in real if r in sim)
+        for i, a in enumerate(ratios):
+            for b in ratios[i + 1:]:
+                s_close = abs(sim[a] - sim[b]) <= 0.05 * max(sim[a], sim[b])
+                r_far = abs(real[a] - real[b]) > 0.10 * max(real[a], real[b])  # type: ignore[operator]
+                if s_close and r_far:
+                    flips.append(f"{shape} {_ratio_key(a)} vs {_ratio_key(b)}")
+        for r, p in by_ratio.items():
+            if p.status == "ok" and r in sim and p.total_tok_s:
+                tput.append((sim[r] / p.total_tok_s - 1, p))
+    out.append(f"- optimum within 0.05: {opt_ok} of {len(shapes)} shapes" + (f"; misses: {'; '.join(misses_opt)}" if misses_opt else ""))
+    out.append(f"- >20 % cliff within 0.05: {cliff_ok} of {len(shapes)} shapes" + (f"; misses: {'; '.join(misses_cliff)}" if misses_cliff else ""))
+    within = [t for t in tput if abs(t[0]) <= 0.15]
+    worst_t = sorted(tput, key=lambda t: -abs(t[0]))[:4]
+    out.append(f"- throughput within 15 % on complete phases: {len(within)} of {len(tput)}; worst: "
+               + ", ".join(f"{p.shape}@{_ratio_key(p.ratio)} {e:+.0%}" for e, p in worst_t))
+    out.append(f"- ratios the {label} calls within 5 % while real differs by >10 %: {len(flips)}"
+               + (f" ({'; '.join(flips[:8])}{' ...' if len(flips) > 8 else ''})" if flips else ""))
+    if simulator is not None:
+        from autotune.pools import KVGeometry, WorkloadShape, analytic_optimum
+
+        below = []
+        for shape, by_ratio in shapes.items():
+            real = {r: p.total_tok_s for r, p in by_ratio.items() if p.total_tok_s is not None}
+            _, r_cliff, _ = optimum_and_cliff(real)  # type: ignore[arg-type]
+            p0 = next(iter(by_ratio.values()))
+            first = analytic_optimum(KVGeometry.of(simulator.model), simulator.budget_bytes,
+                                     WorkloadShape(p0.prompt, p0.output, p0.concurrency), sglang_version="0.5.17").ratio
+            collapse = max((r for r in real if r_cliff is not None and r < r_cliff), default=None)
+            below.append((shape, first, r_cliff, collapse))
+        bad_first = [b for b in below if b[3] is not None and b[1] <= b[3]]
+        out.append("- analytic first trial (capacity model, 0.5.17) not in the real collapse: "
+                   f"{len(below) - len(bad_first)} of {len(below)} shapes ("
+                   + "; ".join(f"{shape} {first:.3f}" + (f", real holds to {_ratio_key(c)}" if c else "")
+                               for shape, first, c, _ in below) + ")")
+    return out
+
+
 def build_report(data: Path = DEFAULT_DATA, simulate_too: bool = True) -> str:
     boots, phases, other = load(data)
     sims: dict[tuple[float, str], SimPhase] = {}
     note = "simulator not run (--no-sim)"
     timing = None
+    simulator = None
+    before, before_steps = load_before() if simulate_too else ({}, {})
     if simulate_too:
         simulator = Simulator(boots)
         note = simulator.budget_note
         from autotune.sim.timing import TimingModel
 
-        timing = TimingModel(simulator.model, simulator.gpu, prefill_cuda_graph=False)
+        timing = TimingModel(simulator.model, simulator.gpu, prefill_cuda_graph=False, dummy_weights=True)
         for p in phases:
             if (p.ratio, p.shape) not in sims and p.measured:
                 sims[(p.ratio, p.shape)] = simulator.run(p.ratio, p)
@@ -458,22 +574,27 @@ def build_report(data: Path = DEFAULT_DATA, simulate_too: bool = True) -> str:
         "",
         f"Simulated KV budget: {note}.",
         "",
-        "### Per phase and ratio (real SGLang 0.5.17 vs the simulator today)",
+        "### Per phase and ratio (real SGLang 0.5.17; the simulator now, and before issue 12)",
         "",
         "`*`: no sample had 90 % of the concurrency running; the peak is over the samples with 90 % of the most "
         "that ran. `0.5.17 rule`: min(P, 1023) + O. tok/s: total (prompt + output) tokens of the finished requests "
         "per second of the phase, or of the time until it was cut (30 s).",
         "",
-        phase_table(phases, boots, sims),
+        phase_table(phases, boots, sims, before),
         "",
         "### Optimum ratio and the >20 % cliff, per phase shape",
         "",
-        optimum_table(phases, sims),
+        optimum_table(phases, sims, before),
         "",
         "### Decode step time vs #running (decode log lines: same #running as the line before, CUDA graphs on, no retraction)",
         "",
-        step_table(phases, timing),
+        step_table(phases, timing, before_steps),
     ]
+    if sims:
+        out += ["", "### Issue 12's targets (simulated figures against real ones; reported, not asserted)", "",
+                "The simulator now:", "", *targets(phases, sims, simulator)]
+        if before:
+            out += ["", "Before:", "", *targets(phases, before, None, label="simulator before")]
     if skipped:
         out += ["", "Not measured: " + "; ".join(
             f"{o['call']} ratio {_ratio_key(o['ratio'])}" + (f" {o['phase']}" if "phase" in o else " (not booted)")
@@ -481,12 +602,35 @@ def build_report(data: Path = DEFAULT_DATA, simulate_too: bool = True) -> str:
     return "\n".join(out) + "\n"
 
 
+def dump_sim(data: Path, path: Path) -> None:
+    """The simulator's figures for every measured phase, and its decode step per bucket, as JSON."""
+    import dataclasses
+
+    boots, phases, _ = load(data)
+    simulator = Simulator(boots)
+    from autotune.sim.timing import TimingModel
+
+    timing = TimingModel(simulator.model, simulator.gpu, prefill_cuda_graph=False, dummy_weights=True)
+    out = {f"{p.ratio:g}|{p.shape}": dataclasses.asdict(simulator.run(p.ratio, p)) for p in phases if p.measured}
+    steps: dict[int, list[float]] = {}
+    for p in phases:
+        for row, _ in step_times(p.decode, p.busy_ts):
+            steps.setdefault(bucket(int(row[1])), []).append(sim_step_ms(timing, row))
+    path.write_text(json.dumps({"phases": out, "step_ms_median": {k: statistics.median(v) for k, v in steps.items()}},
+                               indent=1), encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--no-sim", action="store_true", help="real figures only (fast)")
     parser.add_argument("--write", type=Path, default=None, help="also write the tables to this file")
+    parser.add_argument("--dump-sim", type=Path, default=None,
+                        help="write the simulator's figures as JSON (how footprint/sim-before.json was made)")
     args = parser.parse_args(argv)
+    if args.dump_sim:
+        dump_sim(args.data, args.dump_sim)
+        return 0
     report = build_report(args.data, simulate_too=not args.no_sim)
     print(report)
     if args.write:
