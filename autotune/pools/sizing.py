@@ -120,7 +120,9 @@ class PoolLayout:
         return self.swa_tokens / self.window if self.window else float("inf")
 
     def decoding_requests_held(self) -> int:
-        """Requests the SWA pool holds in steady decode: window + eviction interval + 2 pages each."""
+        """Requests the SWA pool holds at one window + eviction interval + 2 pages each: the radix-off
+        (chunk cache) footprint, and an upper bound with radix cache on, where a running request also
+        keeps its prompt's last window locked (up to about twice this: autotune/pools/footprint.py)."""
         return self.swa_tokens // (self.window + SWA_EVICTION_INTERVAL + 2 * self.page_size)
 
     def log_line(self) -> str:
