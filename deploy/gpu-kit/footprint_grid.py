@@ -23,6 +23,11 @@ what it has. Run it on a GPU node through the kit (deploy/gpu-kit/footprint_run.
         --deadline-s 520 -- --attention-backend triton --sampling-backend pytorch ...
 
 or on a CPU against the simulated server: `--backend sim` (the sim accepts the same flags).
+
+Per-GPU work (issue 14, unified memory): `--gpu-ratios GPU=ITEMS` gives that GPU its own queue, taken
+before the shared one; `--gpu-phases GPU=PHASES` its own phase list. An item is a ratio R, or `u`
+(SGLang's `--enable-unified-memory`, no `--swa-full-tokens-ratio`: SGLang's default, what a user who
+does not tune gets), or `uR` (unified memory with ratio R). Without them the behaviour is unchanged.
 The offline reader is bench/swa_footprint_fidelity.py.
 """
 
@@ -95,6 +100,18 @@ _PREFILL = re.compile(
     r"Prefill batch, #new-seq: (\d+), #new-token: (\d+), #cached-token: (\d+).*?#running-req: (\d+), #queue-req: (\d+)"
 )
 _RETRACT = re.compile(r"Retract requests\. #retracted_reqs: (\d+)")
+_ERROR = re.compile(r"(\w*(Error|Exception)\b[:(]|\berror: |Assertion|assert|Traceback|Killed|core dumped)")
+
+
+_RAISED = re.compile(r"^[\w.]*(Error|Exception)\b: ")
+
+
+def last_error_line(text: str) -> str | None:
+    """The server's own words for a crash: the log's last exception / assert line (None if none)."""
+    lines = [line.strip() for line in text.splitlines() if _ERROR.search(line) and not line.lstrip().startswith("File ")]
+    # Prefer the exception itself ("torch.AcceleratorError: CUDA error: ...") over the notes printed after it.
+    raised = [line for line in lines if _RAISED.match(line)]
+    return (raised or lines)[-1][:1000] if lines else None
 
 
 @dataclass(frozen=True)
@@ -192,18 +209,51 @@ class Run:
     def boot_estimate(self) -> float:
         return self.args.warm_boot_s if (self.booted_once.is_set() or self.args.warm_cache) else self.args.cold_boot_s
 
-    def spec(self, ratio: float, gpu: str | None) -> ServerSpec:
-        flags: dict[str, object] = {
-            **DUMMY_LOAD_FLAGS,
-            "swa-full-tokens-ratio": ratio,
-            "mem-fraction-static": self.args.mem_fraction_static,
-        }
+    gpu_phases: dict[str, list[Phase]] = field(default_factory=dict)
+
+    def phases_for(self, gpu: str | None) -> list[Phase]:
+        return self.gpu_phases.get(str(gpu), self.phases)
+
+    def spec(self, item: "Item", gpu: str | None) -> ServerSpec:
+        flags: dict[str, object] = {**DUMMY_LOAD_FLAGS, "mem-fraction-static": self.args.mem_fraction_static}
+        if item.ratio is not None:
+            flags["swa-full-tokens-ratio"] = item.ratio
+        extra = (*self.extra, *(("--enable-unified-memory",) if item.unified else ()))
         env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}
         if self.args.backend == "sim":
-            return ServerSpec(backend="sim", model_path=self.model_dir, flags=flags, extra_args=tuple(self.extra),
+            return ServerSpec(backend="sim", model_path=self.model_dir, flags=flags, extra_args=extra,
                               sim_flags={"gpu": self.args.sim_gpu, "time-scale": self.args.sim_time_scale,
                                          "sglang-version": "0.5.17"}, env=env)
-        return ServerSpec(backend="sglang", model_path=self.model_dir, flags=flags, extra_args=tuple(self.extra), env=env)
+        return ServerSpec(backend="sglang", model_path=self.model_dir, flags=flags, extra_args=extra, env=env)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One boot: a static ratio, or unified memory (with a ratio, or SGLang's default when None)."""
+
+    ratio: float | None
+    unified: bool = False
+
+    @property
+    def label(self) -> str:
+        return ("u" if self.unified else "") + ("" if self.ratio is None else f"{self.ratio:g}")
+
+
+def parse_item(text: str) -> Item:
+    text = text.strip()
+    if text.startswith("u"):
+        return Item(float(text[1:]) if text[1:] else None, unified=True)
+    return Item(float(text))
+
+
+def parse_gpu_map(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for value in values or ():
+        gpu, sep, rest = value.partition("=")
+        if not sep:
+            raise SystemExit(f"expected GPU=..., got {value!r}")
+        out[gpu.strip()] = rest
+    return out
 
 
 async def _get_values(session: aiohttp.ClientSession, base: str) -> dict[str, float] | None:
@@ -258,7 +308,7 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     args = run.args
     base = server.base_url
     record: dict[str, Any] = {
-        "kind": "phase", "ratio": boot["ratio"], "gpu": boot["gpu"], "boot_id": boot["boot_id"], "index": index,
+        "kind": "phase", "ratio": boot["ratio"], "unified": boot["unified"], "gpu": boot["gpu"], "boot_id": boot["boot_id"], "index": index,
         "phase": phase.name, "prompt": phase.prompt, "output": phase.output, "concurrency": phase.concurrency,
         "requests": args.waves * phase.concurrency,
     }
@@ -298,9 +348,15 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     if status == "ok" and len(ok) < len(outcomes):
         # Requests can fail faster than the watchdog looks (a server that died while idle): ask the process.
         first = next(o.error for o in outcomes if not o.success)
+        for _ in range(30):  # a dying SGLang sleeps ~5 s for crash diagnostics before it exits
+            if not server.alive:
+                break
+            await asyncio.sleep(0.5)
         status = "crashed" if not server.alive else "client_error"
         message = f"{len(outcomes) - len(ok)} of {len(outcomes)} requests failed; first: {first}"
     record.update(status=status, message=message, elapsed_s=round(elapsed, 3))
+    if status not in ("ok", "cut") or not server.alive:
+        record["server_error"] = last_error_line(server.read_log()[-200_000:])
     record["completed"] = len(ok)
     record["failed"] = len(outcomes) - len(ok)
     tokens = sum(o.prompt_len + o.output_len for o in ok)
@@ -324,22 +380,24 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     return record
 
 
-def boot_record(run: Run, ratio: float, gpu: str | None, server: ServerProcess) -> dict[str, Any]:
-    return {"kind": "boot", "ratio": ratio, "gpu": gpu, "boot_id": f"r{ratio:g}-g{gpu}-{int(time.time())}",
+def boot_record(run: Run, item: Item, gpu: str | None, server: ServerProcess) -> dict[str, Any]:
+    return {"kind": "boot", "ratio": item.ratio, "unified": item.unified, "gpu": gpu,
+            "boot_id": f"r{item.label}-g{gpu}-{int(time.time())}",
             "backend": run.args.backend, "command": server.argv, "log": server.log_path.name}
 
 
 def _startup_lines(log: str) -> list[str]:
-    keys = ("Load weight end", "KV Cache is allocated", "max_total_num_tokens=", "sliding window memory pool",
+    keys = ("Load weight end", "unified-memory-pool", "KV Cache is allocated", "max_total_num_tokens=", "sliding window memory pool",
             "Capture cuda graph", "Memory pool end", "weight", "server_args=")
     return [line[:2000] for line in log.splitlines() if any(k in line for k in keys)][:30]
 
 
-def serve_ratio(run: Run, ratio: float, gpu: str | None) -> None:
+def serve_ratio(run: Run, item: Item, gpu: str | None) -> None:
     args = run.args
-    log_path = Path(args.out) / "logs" / f"r{ratio:g}-gpu{gpu}.log"
-    server = ServerProcess(run.spec(ratio, gpu), log_path, boot_timeout_s=max(60.0, run.left() - 30))
-    boot = boot_record(run, ratio, gpu, server)
+    ratio = item.label  # in messages and file names
+    log_path = Path(args.out) / "logs" / f"r{ratio}-gpu{gpu}.log"
+    server = ServerProcess(run.spec(item, gpu), log_path, boot_timeout_s=max(60.0, run.left() - 30))
+    boot = boot_record(run, item, gpu, server)
     t_boot = time.monotonic()
     try:
         server.start()
@@ -362,9 +420,9 @@ def serve_ratio(run: Run, ratio: float, gpu: str | None) -> None:
                 await warm_up(server.base_url, args.vocab)
             except TrialFailure as failure:
                 say(f"gpu {gpu}: warm-up failed: {failure.message}")
-            for index, phase in enumerate(run.phases):
+            for index, phase in enumerate(run.phases_for(gpu)):
                 if run.stop.is_set() or run.left() < args.min_phase_s + args.pack_margin_s:
-                    run.recorder.write({"kind": "skipped", "ratio": ratio, "gpu": gpu, "boot_id": boot["boot_id"],
+                    run.recorder.write({"kind": "skipped", "ratio": item.ratio, "unified": item.unified, "gpu": gpu, "boot_id": boot["boot_id"],
                                         "index": index, "phase": phase.name, "left_s": round(run.left(), 1)})
                     continue
                 record = await run_phase(run, server, index, phase, boot)
@@ -373,38 +431,46 @@ def serve_ratio(run: Run, ratio: float, gpu: str | None) -> None:
                     f"{record['completed']}/{record['requests']} done, {record['total_tok_s']} tok/s, "
                     f"retracted {record['counters'].get('sglang:num_retracted_requests_total')}")
                 if record["status"] not in ("ok", "cut") or not server.alive:
-                    say(f"gpu {gpu}: {record['status']}: {record['message']}; ending this boot")
+                    say(f"gpu {gpu}: {record['status']}: {record['message']}; server: {record.get('server_error')}; "
+                        "ending this boot")
                     break
 
         asyncio.run(phases())
     except TrialFailure as failure:
         boot.update(ok=False, failure=failure.kind.value, message=failure.message, log_tail=failure.log_tail[-3000:],
+                    server_error=last_error_line(failure.log_tail),
                     boot_s=round(time.monotonic() - t_boot, 1))
         run.recorder.write(boot)
         say(f"gpu {gpu}: ratio {ratio} failed to boot: {failure.kind.value}: {failure.message}")
     except Exception as exc:  # noqa: BLE001 - recorded, the other ratios go on
-        run.recorder.write({"kind": "error", "ratio": ratio, "gpu": gpu, "boot_id": boot["boot_id"],
+        run.recorder.write({"kind": "error", "ratio": item.ratio, "unified": item.unified, "gpu": gpu, "boot_id": boot["boot_id"],
                             "error": f"{type(exc).__name__}: {exc}"})
         say(f"gpu {gpu}: ratio {ratio}: {type(exc).__name__}: {exc}")
     finally:
         alive = server.alive
         code = server.returncode
         server.stop()
-        run.recorder.write({"kind": "stopped", "ratio": ratio, "gpu": gpu, "boot_id": boot["boot_id"],
-                            "alive_at_stop": alive, "exit_code": code, "at_s": round(time.monotonic() - run.t0, 1)})
+        stopped = {"kind": "stopped", "ratio": item.ratio, "unified": item.unified, "gpu": gpu, "boot_id": boot["boot_id"],
+                   "alive_at_stop": alive, "exit_code": code, "at_s": round(time.monotonic() - run.t0, 1)}
+        if not alive:
+            try:
+                stopped["server_error"] = last_error_line(server.read_log()[-200_000:])
+            except Exception:  # noqa: BLE001
+                pass
+        run.recorder.write(stopped)
 
 
-def slot(run: Run, ratios: "queue.Queue[float]", gpu: str | None) -> None:
+def slot(run: Run, ratios: "queue.Queue[Item]", gpu: str | None, own: "queue.Queue[Item] | None" = None) -> None:
     while not run.stop.is_set():
         try:
-            ratio = ratios.get_nowait()
+            ratio = own.get_nowait() if own is not None and not own.empty() else ratios.get_nowait()
         except queue.Empty:
             return
         need = run.boot_estimate() + run.args.min_boot_work_s
         if run.left() < need:
-            run.recorder.write({"kind": "not_started", "ratio": ratio, "gpu": gpu,
+            run.recorder.write({"kind": "not_started", "ratio": ratio.ratio, "unified": ratio.unified, "gpu": gpu,
                                 "left_s": round(run.left(), 1), "needed_s": need})
-            say(f"gpu {gpu}: ratio {ratio} not started: {run.left():.0f} s left, ~{need:.0f} s needed")
+            say(f"gpu {gpu}: ratio {ratio.label} not started: {run.left():.0f} s left, ~{need:.0f} s needed")
             continue
         serve_ratio(run, ratio, gpu)
 
@@ -415,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=None, help="the JSON-lines record (default OUT/results.jsonl)")
     parser.add_argument("--ratios", default="1.0,0.8,0.6,0.4,0.25")
     parser.add_argument("--phases", default=DEFAULT_PHASES, help="P/O@C,... (prompt/output@concurrency)")
+    parser.add_argument("--gpu-ratios", action="append", metavar="GPU=ITEMS",
+                        help="this GPU's own queue, before the shared one: R, u (unified memory, SGLang's default "
+                             "ratio) or uR (unified memory, ratio R), comma-separated; repeatable")
+    parser.add_argument("--gpu-phases", action="append", metavar="GPU=PHASES", help="this GPU's own phases; repeatable")
     parser.add_argument("--waves", type=int, default=2, help="requests per phase = waves x concurrency")
     parser.add_argument("--gpus", default="0", help="comma list of CUDA device ids, one server each; 'none': no env")
     parser.add_argument("--model", default="26B-A4B")
@@ -442,14 +512,21 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     model_dir = str(write_dummy_model(load_model(args.model), out / "logs" / "models").path)
+    gpu_phases = {gpu: parse_phases(text) for gpu, text in parse_gpu_map(args.gpu_phases).items()}
     run = Run(args=args, extra=extra, phases=parse_phases(args.phases), recorder=Recorder(Path(args.results) if args.results else out / "results.jsonl"),
-              model_dir=model_dir, t0=t0)
-    ratios: "queue.Queue[float]" = queue.Queue()
-    for r in args.ratios.split(","):
-        ratios.put(float(r))
+              model_dir=model_dir, t0=t0, gpu_phases=gpu_phases)
+    ratios: "queue.Queue[Item]" = queue.Queue()
+    for r in filter(None, args.ratios.split(",")):
+        ratios.put(parse_item(r))
+    own: dict[str, "queue.Queue[Item]"] = {}
+    for gpu, text in parse_gpu_map(args.gpu_ratios).items():
+        own[gpu] = queue.Queue()
+        for r in filter(None, text.split(",")):
+            own[gpu].put(parse_item(r))
     gpus = [None] if args.gpus == "none" else args.gpus.split(",")
     run.recorder.write({"kind": "run", "started": time.time(), "argv": sys.argv, "ratios": args.ratios,
                         "phases": [p.name for p in run.phases], "waves": args.waves, "gpus": args.gpus,
+                        "gpu_ratios": args.gpu_ratios, "gpu_phases": {g: [p.name for p in ps] for g, ps in gpu_phases.items()},
                         "backend": args.backend, "mem_fraction_static": args.mem_fraction_static,
                         "extra_args": extra, "deadline_s": args.deadline_s, "phase_cap_s": args.phase_cap_s})
 
@@ -459,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threads = [threading.Thread(target=slot, args=(run, ratios, gpu), name=f"gpu{gpu}", daemon=True) for gpu in gpus]
+    threads = [threading.Thread(target=slot, args=(run, ratios, gpu, own.get(str(gpu))), name=f"gpu{gpu}", daemon=True)
+               for gpu in gpus]
     for i, thread in enumerate(threads):
         thread.start()
         if i + 1 < len(threads):
@@ -467,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     for thread in threads:
         while thread.is_alive():
             thread.join(timeout=1.0)
-    left = [r for r in iter(lambda: ratios.get() if not ratios.empty() else None, None)]
+    left = [r.label for q in (*own.values(), ratios) for r in iter(lambda q=q: q.get() if not q.empty() else None, None)]
     run.recorder.write({"kind": "end", "elapsed_s": round(time.monotonic() - t0, 1), "ratios_left": left})
     say(f"done in {time.monotonic() - t0:.0f} s; ratios not reached: {left}")
     return 0
