@@ -27,6 +27,7 @@ import argparse
 import atexit
 import json
 import math
+import re
 import shutil
 import statistics
 import sys
@@ -40,6 +41,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 DEFAULT_DATA = REPO / "docs" / "real-gpu" / "footprint"
+UNIFIED_DATA = REPO / "docs" / "real-gpu" / "unified"  # issue 14: --enable-unified-memory (docs/real-gpu/unified.md)
 BEFORE = DEFAULT_DATA / "sim-before.json"  # the simulator before issue 12 (commit 0a245b3), same phases
 WINDOW = 1023  # Gemma 4's sliding window as SGLang runs it (sliding_window - 1)
 NEAR_FULL = 0.9  # "the first wave ran": at least this share of the phase's concurrency running
@@ -64,6 +66,7 @@ class Boot:
     graph_gib: dict[str, float]
     call: str
     failure: str | None = None
+    log: str | None = None
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Phase:
     busy_ts: list[int]  # seconds of the day of the phase's retraction lines
     summary: dict[str, Any] = field(default_factory=dict)
     cap_s: float | None = None
+    server_error: str | None = None  # the grid's reading of the server log, for a failed phase
 
     @property
     def shape(self) -> str:
@@ -114,7 +118,7 @@ def load(data: Path = DEFAULT_DATA) -> tuple[list[Boot], list[Phase], list[dict[
     boots: list[Boot] = []
     phases: list[Phase] = []
     other: list[dict[str, Any]] = []
-    files = sorted(Path(data).glob("*/results.jsonl"))
+    files = sorted(Path(data).glob("*/results.jsonl")) or sorted(Path(data).glob("results.jsonl"))
     if not files:
         raise FileNotFoundError(f"no */results.jsonl under {data}")
     for path in files:
@@ -127,7 +131,7 @@ def load(data: Path = DEFAULT_DATA) -> tuple[list[Boot], list[Phase], list[dict[
                     ratio=r["ratio"], gpu=r.get("gpu"), boot_id=r["boot_id"], ok=bool(r.get("ok")),
                     boot_s=r.get("boot_s"), full_tokens=r.get("full_tokens"), swa_tokens=r.get("swa_tokens"),
                     kvcache_gib=memory.get("kvcache_gib"), weight_gib=memory.get("weight_gib"),
-                    graph_gib=memory.get("graph_gib") or {}, call=call, failure=r.get("failure"),
+                    graph_gib=memory.get("graph_gib") or {}, call=call, failure=r.get("failure"), log=r.get("log"),
                 ))
             elif r["kind"] == "phase":
                 cols = r["series_cols"]
@@ -141,11 +145,66 @@ def load(data: Path = DEFAULT_DATA) -> tuple[list[Boot], list[Phase], list[dict[
                     series=[dict(zip(cols, row)) for row in r["series"]], decode=log.get("decode") or [],
                     prefill_lines=len(log.get("prefill") or []), retract_lines=len(log.get("retract") or []),
                     busy_ts=[row[0] for row in log.get("retract") or []],
-                    summary=r.get("summary") or {}, cap_s=r.get("cap_s"),
+                    summary=r.get("summary") or {}, cap_s=r.get("cap_s"), server_error=r.get("server_error"),
                 ))
             else:
                 other.append({**r, "call": call})
+    # A phase whose server died under it: SGLang sleeps ~5 s for crash diagnostics before it exits, so the
+    # grid before issue 14 could find it still alive and say client_error. Crashed, when the boot's
+    # server was dead at stop or its log says the scheduler raised.
+    dead = {r["boot_id"] for r in other if r["kind"] == "stopped" and r.get("alive_at_stop") is False}
+    for p in phases:
+        if p.status == "client_error" and (p.boot_id in dead or server_exception(data, p.boot_id, boots)):
+            p.status = "crashed"
     return boots, phases, other
+
+
+_RAISED = re.compile(r"^[\w.]*(Error|Exception)\b: ")
+
+
+def server_exception(data: Path, boot_id: str, boots: Sequence[Boot]) -> str | None:
+    """The exception line that ended a server, from its committed log (None: it raised nothing)."""
+    boot = next((b for b in boots if b.boot_id == boot_id), None)
+    if boot is None or not boot.log:
+        return None
+    path = next((q for q in (Path(data) / boot.call / "logs" / boot.log, Path(data) / "logs" / boot.log) if q.exists()), None)
+    if path is None:
+        return None
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if "Scheduler hit an exception" not in text and "Traceback" not in text:
+        return None
+    lines = [line.strip() for line in text.splitlines() if _RAISED.match(line.strip())]
+    return lines[-1] if lines else None
+
+
+def unified_report(unified: Path = UNIFIED_DATA, static: Path = DEFAULT_DATA) -> str:
+    """Issue 14: each phase of the unified-memory boots beside the committed static ratios of the same
+    shape (the static boots of the unified call too)."""
+    u_boots, u_phases, u_other = load(unified)
+    s_boots, s_phases, _ = load(static)
+    unified_ids = {b.boot_id for b in u_boots if "-gu" in b.boot_id or b.boot_id.startswith("ru")}
+    errors = {b.boot_id: server_exception(unified, b.boot_id, u_boots) for b in u_boots}
+    rows = ["| phase P/O@C | config | status | done/sent | tok/s | retractions | max running | peak SWA/req (decode lines) | server's words |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|"]
+
+    def row(p: Phase, label: str) -> str:
+        peak, star = peak_per_request(decode_points(p.decode), p.concurrency)
+        running = max((r[1] for r in p.decode), default=0)
+        tok = "-" if p.total_tok_s is None else f"{p.total_tok_s:,.0f}" + (
+            " (cut)" if p.status == "cut" else f" (until the crash, {p.elapsed_s:.1f} s)" if p.status == "crashed" and p.completed else "")
+        words = (errors.get(p.boot_id) or p.server_error or "") if p.status not in ("ok", "cut") else ""
+        peak_s = "-" if peak is None else f"{peak:,.0f}" + ("*" if star else "")
+        return (f"| {p.shape} | {label} | {p.status} | {p.completed}/{p.requests} | {tok} | {p.retractions:g} | "
+                f"{running} | {peak_s} | {words} |")
+
+    for shape in dict.fromkeys(p.shape for p in u_phases):
+        for p in (q for q in u_phases if q.shape == shape):
+            rows.append(row(p, "**unified**" if p.boot_id in unified_ids else f"static {p.ratio:g} (this call)"))
+        for p in sorted((q for q in s_phases if q.shape == shape), key=lambda q: -q.ratio):
+            rows.append(row(p, f"static {p.ratio:g} ({p.call})"))
+    not_run = [f"{r.get('boot_id')} {r.get('phase')}" for r in u_other if r["kind"] in ("skipped", "not_started")]
+    tail = [f"\nNot run: {', '.join(not_run)}"] if not_run else []
+    return "\n".join(rows + tail)
 
 
 def peak_per_request(points: Iterable[tuple[float, float]], concurrency: int) -> tuple[float | None, bool]:
@@ -624,6 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--no-sim", action="store_true", help="real figures only (fast)")
+    parser.add_argument("--unified", action="store_true",
+                        help="issue 14: the unified-memory phases beside the static ratios (docs/real-gpu/unified)")
     parser.add_argument("--write", type=Path, default=None, help="also write the tables to this file")
     parser.add_argument("--dump-sim", type=Path, default=None,
                         help="write the simulator's figures as JSON (how footprint/sim-before.json was made)")
@@ -631,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dump_sim:
         dump_sim(args.data, args.dump_sim)
         return 0
-    report = build_report(args.data, simulate_too=not args.no_sim)
+    report = unified_report(static=args.data) if args.unified else build_report(args.data, simulate_too=not args.no_sim)
     print(report)
     if args.write:
         args.write.write_text(report, encoding="utf-8")

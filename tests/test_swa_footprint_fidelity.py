@@ -125,3 +125,22 @@ def test_one_phase_simulated_beside_the_real_one(bench, data):
     sim = simulator.run(1.0, phase)
     assert (sim.full_tokens, sim.swa_tokens) == (71691, 71691)  # the pinned budget gives the real layout
     assert sim.status == "ok" and sim.peak_per_req == pytest.approx(bench.real_figures(phase).peak, abs=16)
+
+
+def test_unified_memory_crashes_are_read_as_crashes_with_the_servers_words(bench):
+    """Issue 14 (docs/real-gpu/unified.md): both --enable-unified-memory boots died with a device-side assert;
+    the static 0.4 boot of the same call ran the long prompts."""
+    unified = REPO / "docs" / "real-gpu" / "unified"
+    if not (unified / "results.jsonl").exists():
+        pytest.skip("no unified-memory data")
+    boots, phases, _ = bench.load(unified)
+    crashed = [p for p in phases if p.boot_id.startswith("ru-")]
+    assert {p.shape for p in crashed} == {"1024/128@64", "8192/64@16"}
+    assert all(p.status == "crashed" for p in crashed)
+    for boot in (b for b in boots if b.boot_id.startswith("ru-")):
+        assert bench.server_exception(unified, boot.boot_id, boots) == (
+            "torch.AcceleratorError: CUDA error: device-side assert triggered")
+    static = [p for p in phases if p.boot_id.startswith("r0.4-")]
+    assert [p.status for p in static] == ["ok", "ok", "ok"]
+    table = bench.unified_report(unified)
+    assert "| 8192/64@16 | **unified** | crashed | 0/32 |" in table
