@@ -133,10 +133,10 @@ def analytic_first_ratio(workload_name: str) -> float:
 
 
 def table_row(text: str, workload: str) -> list[str]:
-    """The cells of the result table's row for `workload`."""
+    """The cells of the result table's row for `workload` (the plan table, printed first, has one too)."""
     rows = [line for line in text.splitlines() if line.startswith(f"│ {workload} ")]
-    assert len(rows) == 1, f"no single result row for {workload} in:\n{text}"
-    return [cell.strip() for cell in rows[0].strip("│").split("│")]
+    assert len(rows) == 2, f"no plan and result row for {workload} in:\n{text}"
+    return [cell.strip() for cell in rows[-1].strip("│").split("│")]
 
 
 def finals(study: optuna.Study) -> list[FrozenTrial]:

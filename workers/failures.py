@@ -18,6 +18,7 @@ class FailureKind(str, Enum):
     CRASHED = "crashed"  # the server died while the workload ran
     HANG = "hang"  # requests outstanding, no progress for the hang timeout
     CLIENT_ERROR = "client_error"  # requests failed (HTTP errors, aborted by the server)
+    TOO_SLOW = "too_slow"  # the replay overran the trial's time budget (derived from its workload)
     WORKER_LOST = "worker_lost"  # the worker itself died (Ray actor death, node lost)
     INTERNAL_ERROR = "internal_error"  # a bug in the tuner's own worker code (kept as data, reported)
 

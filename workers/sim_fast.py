@@ -17,7 +17,7 @@ from autotune.sim.run import simulate
 from workers.failures import FailureKind
 from workers.futures import first_done
 from workers.server_truth import ServerMemory
-from workers.trial import TrialResult, TrialSpec
+from workers.trial import TrialResult, TrialSpec, too_slow_message
 
 
 def run_sim_fast(spec: TrialSpec) -> TrialResult:
@@ -29,17 +29,21 @@ def run_sim_fast(spec: TrialSpec) -> TrialResult:
     args = parse_args(argv[3:])
     try:
         config = server_config(args, load_model_for(args), load_gpu(args.gpu))
-        result = simulate(spec.workload, config, slo=spec.slo, sample_interval_s=spec.scrape_interval_s)
+        # The budget is wall seconds of a server running at --time-scale; here the clock is virtual.
+        budget = spec.time_budget_s * args.time_scale if spec.time_budget_s is not None else None
+        result = simulate(spec.workload, config, slo=spec.slo, sample_interval_s=spec.scrape_interval_s, time_budget_s=budget)
     except SWAPoolRefused as refused:
         return TrialResult(ok=False, failure=FailureKind.BOOT_REFUSED, message=refused.sglang_message, finished_at=time.time(), **base)
     except InsufficientMemory as oom:
         return TrialResult(ok=False, failure=FailureKind.OUT_OF_MEMORY, message=str(oom), finished_at=time.time(), **base)
     failed = sum(not o.success for o in result.outcomes)
-    failure = FailureKind.HANG if result.hung else (FailureKind.CLIENT_ERROR if failed else None)
-    message = (
-        "the simulated server hung: waiting requests could never be admitted" if result.hung
-        else f"{failed} of {len(result.outcomes)} requests failed" if failed else ""
-    )
+    if result.overran:
+        failure, message = FailureKind.TOO_SLOW, too_slow_message(len(result.outcomes) - failed, len(result.outcomes), budget)
+    elif result.hung:
+        failure, message = FailureKind.HANG, "the simulated server hung: waiting requests could never be admitted"
+    else:
+        failure = FailureKind.CLIENT_ERROR if failed else None
+        message = f"{failed} of {len(result.outcomes)} requests failed" if failed else ""
     return TrialResult(
         ok=failure is None, failure=failure, message=message,
         log_tail="\n".join(result.log_lines[-20:]) if failure else "",
@@ -49,7 +53,7 @@ def run_sim_fast(spec: TrialSpec) -> TrialResult:
             kvcache_gib=round(result.startup.kv_cache_gib, 3),
             full_tokens=result.startup.full_tokens, swa_tokens=result.startup.swa_tokens,
         ),
-        summary=result.summary, series=result.series, samples=result.samples,
+        summary=result.summary, series=result.series, samples=result.samples, stopped_early=result.overran,
         client_counts={
             "requests": len(result.outcomes),
             "prompt_tokens": sum(o.prompt_len for o in result.outcomes),

@@ -38,6 +38,9 @@ class TrialSpec:
     scrape_interval_s: float = 1.0
     log_dir: str = "autotune-logs"
     early_stop: EarlyStop | None = None
+    # Wall seconds the replay may take before the trial ends as "too slow" (None: no limit). The
+    # study derives it from the workload (autotune/study/feasibility.py), so no trial grinds.
+    time_budget_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ def _client_counts(outcomes: tuple[RequestOutcome, ...]) -> dict[str, int]:
 
 async def _measure(
     spec: TrialSpec, server: ServerProcess, progress: Progress | None
-) -> tuple[ReplayResult, Scraper]:
+) -> tuple[ReplayResult, Scraper, bool]:
+    """The replay with its scrapes; the flag says it was stopped at the time budget."""
     scraper = Scraper(server.base_url, spec.scrape_interval_s)
     total = len(spec.workload.requests)
     done = 0
@@ -112,6 +116,16 @@ async def _measure(
         if progress is not None:
             progress("replay", done, total)
 
+    started = time.monotonic()
+    overran = False
+
+    def should_stop(finished: int) -> bool:
+        nonlocal overran
+        if spec.time_budget_s is not None and time.monotonic() - started > spec.time_budget_s:
+            overran = True
+            return True
+        return spec.early_stop is not None and spec.early_stop.lost(scraper.samples, finished, total)
+
     try:
         result = await replay(
             spec.workload,
@@ -119,11 +133,16 @@ async def _measure(
             server_alive=lambda: server.alive,
             on_start=scraper.start,
             on_done=on_done,
-            should_stop=(lambda finished: spec.early_stop.lost(scraper.samples, finished, total)) if spec.early_stop else None,
+            should_stop=should_stop if spec.early_stop or spec.time_budget_s is not None else None,
         )
     finally:
         await scraper.stop(final_scrape=server.alive)
-    return result, scraper
+    return result, scraper, overran
+
+
+def too_slow_message(finished: int, total: int, budget_s: float | None) -> str:
+    return (f"too slow: {finished} of {total} requests finished within the trial's time budget of "
+            f"{budget_s:.0f} s (derived from the workload); this ratio cannot serve it in reasonable time")
 
 
 def run_trial(
@@ -155,7 +174,7 @@ def run_trial(
         boot = server.wait_ready()
         logged = (boot.full_tokens, boot.swa_tokens) if boot.full_tokens is not None else None
         memory = read_server_memory(server.base_url, logged, keep=log_path.with_suffix(""))
-        replayed, scraper = asyncio.run(_measure(spec, server, progress))
+        replayed, scraper, overran = asyncio.run(_measure(spec, server, progress))
         outcomes, duration = replayed.outcomes, replayed.duration_s
         died = not server.alive  # requests can fail faster than the watchdog looks: ask the process
     except TrialFailure as failure:
@@ -176,6 +195,9 @@ def run_trial(
     if died:
         failure = FailureKind.CRASHED
         message = f"the server process died during the replay (exit code {server_exit}); {counts['failed']} requests failed"
+    elif overran:
+        failure = FailureKind.TOO_SLOW
+        message = too_slow_message(len(outcomes), len(spec.workload.requests), spec.time_budget_s)
     elif replayed.stopped_early:
         message = spec.early_stop.describe(len(outcomes), len(spec.workload.requests))
     elif counts["failed"]:
@@ -184,10 +206,10 @@ def run_trial(
         message = f"{counts['failed']} of {len(outcomes)} requests failed; first: {first}"
     return TrialResult(
         finished_at=time.time(), ok=failure is None, failure=failure, message=message,
-        log_tail=server.log_tail() if failure else "",
+        log_tail=server.log_tail() if failure and failure is not FailureKind.TOO_SLOW else "",
         boot_s=boot.boot_s, replay_s=duration,
         full_tokens=boot.full_tokens, swa_tokens=boot.swa_tokens,
         summary=summary, series=summarize_series(samples), samples=samples,
         server_counters=scraper.counter_deltas(),
-        client_counts=counts, stopped_early=replayed.stopped_early, server_memory=memory, **base,
+        client_counts=counts, stopped_early=replayed.stopped_early or overran, server_memory=memory, **base,
     )

@@ -28,9 +28,10 @@ class Column:
     header: str  # the table's heading
     format: Callable[[Any], str] = str
     right: bool = False  # numbers are right-aligned
+    missing: str = "-"  # shown for None
 
     def cell(self, value: Any) -> str:
-        return "-" if value is None else self.format(value)
+        return self.missing if value is None else self.format(value)
 
 
 def table_of(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, title: str | None = None) -> Table:

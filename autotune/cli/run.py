@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+import warnings
 from pathlib import Path
 from typing import Any, Optional
-
-import warnings
 
 import optuna
 import sqlalchemy
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from autotune import discovery
+from autotune.cli.chart import ratio_chart
+from autotune.cli.console import console, err_console, print_json
 from autotune.cli.errors import fail
+from autotune.cli.listing import Column, json_option, table_of
 from autotune.tuner_metrics import MetricsPortInUse, TunerMetrics, study_event_hook
 from autotune.models import load_model
 from autotune.models.dummy import CANNOT_TELL, dummy_spec, write_dummy_model
 from autotune.rules import record_outcome
-from autotune.sglang_facts import LOAD_FORMAT, RATIO
+from autotune.sglang_facts import DEFAULT_RATIO, LOAD_FORMAT, RATIO
 from autotune.store import Store, StoreError
 from autotune.store.errors import explain
 from autotune.study.backend import choose_backend
@@ -38,7 +40,6 @@ from autotune.study.plan import (
 from autotune.workloads import parse_workload_arg
 from workers.runners import choose_runner, open_runner
 
-console = Console(highlight=False)
 DEFAULT_STORAGE = "sqlite:///autotune.db"
 
 
@@ -59,26 +60,88 @@ def _describe(result: dict[str, Any] | None) -> str:
     return f"TTFT p50 {ttft.get('median', float('nan')):.0f} ms, TPOT p50 {tpot.get('median', float('nan')):.1f} ms"
 
 
-def _report(plans: list[StudyPlan], outcomes: list[Outcome]) -> None:
-    simulated = any(plan.simulated for plan in plans)
-    table = Table(title="Tuned --swa-full-tokens-ratio" + (" [SIMULATED]" if simulated else ""))
-    for column in ("workload", "trials", "best ratio", plans[0].objective.labels[0], "at 0.8 (default)", "gain", "latency at best"):
-        table.add_column(column, justify="left" if column == "workload" else "right")
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, systemd and Kubernetes send), handled exactly like Ctrl-C."""
+
+
+_sigterm_received = threading.Event()  # libraries on the way (Ray) may re-raise a plain KeyboardInterrupt
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    _sigterm_received.set()
+    raise Terminated()
+
+
+def _plan_rows(plans: list[StudyPlan]) -> list[dict[str, Any]]:
+    rows = []
+    for plan in plans:
+        first = [*plan.try_ratios, *(r for r in plan.first_ratios() if all(abs(r - t) > 1e-9 for t in plan.try_ratios))]
+        rows.append({
+            "workload": plan.workload.name,
+            "describe": plan.workload.describe(),
+            "trials": plan.n_trials,
+            "first_ratios": first,
+            "feasible_ratios": [plan.feasible_low(), 1.0],
+            "trial_time_budget_s": plan.trial_wall_budget_s,
+            "study": plan.name,
+        })
+    return rows
+
+
+PLAN_COLUMNS = (
+    Column("workload", "workload"),
+    Column("describe", "requests"),
+    Column("trials", "trials", right=True),
+    Column("first_ratios", "measured first", lambda v: ", ".join(f"{r:.3f}" for r in v)),
+    Column("feasible_ratios", "feasible ratios", lambda v: f"{v[0]:.3f}-{v[1]:.1f}", right=True),
+    Column("trial_time_budget_s", "time budget / trial", lambda v: f"{v:.0f} s", right=True),
+)
+
+RESULT_COLUMNS = (
+    Column("workload", "workload"),
+    Column("trials", "trials", lambda v: f"{v['finished']}" + (f" ({v['failed']} failed)" if v["failed"] else ""), right=True),
+    Column("best_ratio", "best ratio", lambda v: f"{v:.3f}", right=True),
+    Column("best_value", "best", lambda v: f"{v:,.0f}", right=True, missing="no feasible trial"),
+    Column("default_value", f"at {DEFAULT_RATIO:g} (default)", lambda v: f"{v:,.0f}", right=True),
+    Column("gain", "gain", lambda v: f"{v:+.1%}", right=True),
+    Column("latency_at_best", "latency at best"),
+)
+
+
+def _result_rows(plans: list[StudyPlan], outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    rows = []
     for plan, outcome in zip(plans, outcomes):
-        if outcome.best_params is None:
-            table.add_row(plan.workload.name, str(outcome.trials_finished), "-", "no feasible trial", "", "", "")
-            continue
-        gain = outcome.gain
-        table.add_row(
-            plan.workload.name,
-            f"{outcome.trials_finished}" + (f" ({outcome.trials_failed} failed)" if outcome.trials_failed else ""),
-            f"{outcome.best_params[RATIO]:.3f}",
-            f"{outcome.best_values[0]:,.0f}",
-            f"{outcome.default_values[0]:,.0f}" if outcome.default_values else "-",
-            f"{gain:+.1%}" if gain is not None else "-",
-            _describe(outcome.best_result),
-        )
-    console.print(table)
+        rows.append({
+            "workload": plan.workload.name,
+            "study": plan.name,
+            "simulated": plan.simulated,
+            "objective": plan.objective.labels[0],
+            "trials": {"finished": outcome.trials_finished, "failed": outcome.trials_failed},
+            "best_ratio": outcome.best_params[RATIO] if outcome.best_params else None,
+            "best_value": outcome.best_values[0] if outcome.best_values else None,
+            "default_value": outcome.default_values[0] if outcome.default_values else None,
+            "gain": outcome.gain,
+            "latency_at_best": _describe(outcome.best_result) or None,
+            "points": [point.__dict__ for point in outcome.points],
+        })
+    return rows
+
+
+def _report(plans: list[StudyPlan], outcomes: list[Outcome], *, as_json: bool) -> None:
+    simulated = any(plan.simulated for plan in plans)
+    rows = _result_rows(plans, outcomes)
+    if as_json:
+        print_json({"simulated": simulated, "rows": rows})
+        return
+    label = " [SIMULATED]" if simulated else ""
+    console.print(table_of(rows, RESULT_COLUMNS, title=f"Tuned --swa-full-tokens-ratio ({plans[0].objective.labels[0]}){label}"))
+    for plan, outcome in zip(plans, outcomes):
+        if outcome.points:
+            console.print(ratio_chart(
+                f"{plan.workload.name}{' [SIMULATED]' if plan.simulated else ''}", outcome.points,
+                unit=plan.objective.labels[0], default_ratio=DEFAULT_RATIO,
+                best_ratio=outcome.best_params[RATIO] if outcome.best_params else None,
+            ))
     if simulated:
         console.print("Simulated results: from autotune's simulated SGLang, not a GPU. Rank ratios with them; "
                       "confirm on real SGLang (--backend sglang) before serving.")
@@ -113,6 +176,7 @@ def run_command(
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address for --metrics-port (0.0.0.0 inside a cluster, so Prometheus can reach it)."),
     heartbeat_s: int = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat-s", min=1, hidden=True, help="Optuna heartbeat interval of running trials (s)."),
     grace_s: int = typer.Option(DEFAULT_GRACE_S, "--grace-s", min=1, hidden=True, help="A trial whose heartbeat is older than this (s) was left by a tuner that died."),
+    as_json: bool = json_option(),
 ) -> None:
     """Tune --swa-full-tokens-ratio for a model: one Optuna study per workload, persisted in --storage.
 
@@ -125,21 +189,23 @@ def run_command(
     # record heartbeats ourselves (controller._Heartbeat), so they only add noise to the terminal.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    # With --json, stdout carries the JSON alone; what people read goes to stderr.
+    out = err_console if as_json else console
     model = load_model(model_ref)
     if not model.hybrid_swa:
         fail(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")
     workloads = parse_workload_arg(workload)
     choice = choose_backend(backend)
-    console.print(choice.reason)
+    out.print(choice.reason)
     runner_choice = choose_runner(runner, choice.backend, ray_address)
     profile = resolve_gpu(choice.backend, gpu)
     if dummy_weights:
         dummy = write_dummy_model(model, log_dir / "models")
         model, model_ref = dummy_spec(model, dummy), str(dummy.path)
-        console.print(f"dummy weights: booting {dummy.architecture} from {dummy.path} (config only). "
+        out.print(f"dummy weights: booting {dummy.architecture} from {dummy.path} (config only). "
                       f"Not measured with dummy weights: {'; '.join(CANNOT_TELL)}.")
         for note in dummy.notes:
-            console.print(f"[yellow]{note}")
+            out.print(f"[yellow]{note}")
     extra = tuple(ctx.args)
     study_objective = with_slo(objective, slo)
     plans = [
@@ -152,6 +218,7 @@ def run_command(
         )
         for w in workloads
     ]
+    out.print(table_of(_plan_rows(plans), PLAN_COLUMNS, title=f"Plan: {model.name} on {profile.name}, {plans[0].server_version}"))
     store = Store(storage)
     try:
         store.migrate()
@@ -163,17 +230,21 @@ def run_command(
     metrics = TunerMetrics() if metrics_port is not None else None
     if metrics is not None:
         if metrics_host not in ("127.0.0.1", "localhost", "::1"):
-            console.print(f"[yellow]warning: the tuner's metrics are served on {metrics_host}:{metrics_port} without authentication")
+            out.print(f"[yellow]warning: the tuner's metrics are served on {metrics_host}:{metrics_port} without authentication")
         try:
             metrics.serve(metrics_port, metrics_host)
         except MetricsPortInUse as exc:
             fail(str(exc))
-    console.print(runner_choice.reason)
+    out.print(runner_choice.reason)
     trial_runner = open_runner(runner_choice, choice.backend, parallel, tp, ray_address)
+    # Installed after the runner, so that it replaces any handler Ray's core worker put in place
+    # (whose SIGTERM answer is a C++ stack dump): SIGTERM now stops the tuner the way Ctrl-C does.
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     outcomes: list[Outcome] = []
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=False) as progress:
+                      console=out, transient=False) as progress:
             for plan in plans:
                 task = progress.add_task(f"{plan.workload.name}: starting", total=plan.n_trials)
 
@@ -183,7 +254,13 @@ def run_command(
                     elif kind == "progress":
                         best = data["outcome"]
                         text = f"best {best.best_values[0]:,.0f} @ {best.best_params[RATIO]:.3f}" if best.best_values else "no result yet"
-                        progress.update(task, completed=data["finished"], description=f"{plan.workload.name}: {text}")
+                        running = f", {data['running']} running" if data.get("running") else ""
+                        progress.update(task, completed=data["finished"], total=data["total"],
+                                        description=f"{plan.workload.name}: {text}{running}")
+                    elif kind == "started":
+                        ratio = data["params"].get(RATIO)
+                        why = f" ({data['why']})" if data.get("why") else ""
+                        progress.console.print(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f}{why} started", style="dim")
                     elif kind == "finished":
                         ratio = data["params"].get(RATIO)
                         progress.console.print(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f} -> {data['what']}", style="dim")
@@ -200,15 +277,22 @@ def run_command(
                 progress.update(task, completed=outcome.trials_finished)
                 record_outcome(store, plan, outcome)
                 outcomes.append(outcome)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: finished trials are saved; run the same command again to resume.")
-        raise typer.Exit(130)
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated) or _sigterm_received.is_set()
+        err_console.print(f"[yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}: the running trials were "
+                          "stopped and will run again; finished trials are saved. Run the same command again to resume.")
+        raise typer.Exit(143 if terminated else 130)
     except (StoreError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
         # The database went away or turned read-only mid-study: what was told is saved.
         fail(str(explain(exc.__cause__ or exc, store.url)))
     finally:
+        # A second SIGTERM while the servers stop would cut the stop short: hold it until they are down.
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         trial_runner.close()
         if metrics is not None:
             metrics.close()
-    _report(plans, outcomes)
-    console.print(f"Saved in {store.display_url}: studies (optuna-dashboard), optima (autotune rules / export).")
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    _report(plans, outcomes, as_json=as_json)
+    out.print(f"Saved in {store.display_url}: studies (optuna-dashboard), optima (autotune rules / export).")

@@ -31,6 +31,7 @@ class SimResult:
     hung: bool
     log_lines: tuple[str, ...]
     simulated: bool = True
+    overran: bool = False  # stopped at the time budget: the outcomes cover what finished by then
 
 
 def _outcome(spec: RequestSpec, req: SimRequest, t0: float) -> RequestOutcome:
@@ -87,6 +88,7 @@ def _drive(
     samples: list[MetricSample] | None,
     sample_interval_s: float,
     logs: list[str],
+    deadline_s: float | None = None,
 ) -> tuple[dict[int, SimRequest], float, bool]:
     client = _Client(specs, offsets, limit, t0)
     live: dict[int, SimRequest] = {}
@@ -126,6 +128,8 @@ def _drive(
         while finished_events and finished_events[0][0] <= now:
             heapq.heappop(finished_events)
             client.in_flight -= 1
+        if deadline_s is not None and now - t0 > deadline_s:
+            break  # over the trial's time budget: the caller reports what finished
     return live, now, False
 
 
@@ -135,8 +139,10 @@ def simulate(
     *,
     slo: SLO | None = None,
     sample_interval_s: float = 1.0,
+    time_budget_s: float | None = None,
 ) -> SimResult:
-    """Replay `workload` against a simulated server built from `config`, in virtual time."""
+    """Replay `workload` against a simulated server built from `config`, in virtual time; with
+    `time_budget_s`, stop once the measured run has taken that long (virtual seconds)."""
     engine = SimEngine(config)
     logs = list(engine.startup.log_lines)
     logs.append("The server is fired up and ready to roll!")
@@ -148,7 +154,7 @@ def simulate(
     offsets = send_offsets(workload.arrival, specs)
     samples: list[MetricSample] = []
     live, end, hung = _drive(
-        engine, specs, offsets, concurrency_limit(workload.arrival), t, samples, sample_interval_s, logs
+        engine, specs, offsets, concurrency_limit(workload.arrival), t, samples, sample_interval_s, logs, time_budget_s
     )
     samples.append(engine.sample(end - t))
     outcomes = tuple(_outcome(spec, live[spec.index], t) if spec.index in live else _unsent(spec) for spec in specs)
@@ -161,6 +167,7 @@ def simulate(
         startup=engine.startup,
         duration_s=duration,
         hung=hung,
+        overran=time_budget_s is not None and end - t > time_budget_s,
         log_lines=tuple(logs),
     )
 

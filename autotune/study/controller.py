@@ -23,7 +23,7 @@ from autotune.pools.check import PoolCheck, check_layout
 from autotune.measure.serving_metrics import SLO
 from autotune.study.objective import RETRY, Objective
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO, to_flag
-from autotune.study.plan import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Outcome, StudyPlan
+from autotune.study.plan import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Outcome, StudyPlan, TrialPoint
 from autotune.study.trial_attrs import (
     ATTR_CONSTRAINTS,
     ATTR_ENQUEUED_AS,
@@ -35,6 +35,7 @@ from autotune.study.trial_attrs import (
     ATTR_SIMULATED,
     told_state,
 )
+from workers.failures import FailureKind
 from autotune.study.trial_runner import TrialRunner
 from workers.early_stop import EarlyStop
 from workers.spec import ServerSpec
@@ -134,21 +135,35 @@ def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
             "model_notes": list(plan.model.notes),  # e.g. what dummy weights cannot tell
         }.items():
             study.set_user_attr(key, value)
+        # Optuna runs waiting trials in the order they were queued: the user's own candidates first.
+        _enqueue_tries(study, plan.try_ratios)
         for ratio in plan.first_ratios():
-            study.enqueue_trial({RATIO: ratio}, user_attrs={ATTR_ENQUEUED_AS: "analytic optimum" if ratio != DEFAULT_RATIO else "SGLang default"})
+            _enqueue_once(study, ratio, "analytic optimum" if ratio != DEFAULT_RATIO else "SGLang default")
     return study
 
 
-def _enqueue_tries(study: optuna.Study, ratios: tuple[float, ...]) -> None:
-    """Ratios the user asked to measure (`--try`): queued unless a trial already measured it in
-    full or one is waiting to. A resumed study asked again does not run them twice."""
+def _enqueue_once(study: optuna.Study, ratio: float, why: str) -> bool:
+    """Queue `ratio` unless a trial already measured it in full or one is waiting or running to."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING))
     # A waiting trial has no params yet: enqueue_trial keeps them in system_attrs["fixed_params"].
     planned = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials]
+    if any(abs(float(p.get(RATIO, -1)) - ratio) < 1e-9 and len(p) == 1 for p in planned):
+        return False
+    study.enqueue_trial({RATIO: ratio}, user_attrs={ATTR_ENQUEUED_AS: why})
+    return True
+
+
+def _enqueue_tries(study: optuna.Study, ratios: tuple[float, ...]) -> None:
+    """Ratios the user asked to measure (`--try`). A resumed study asked again does not run them twice."""
     for ratio in ratios:
-        covered = any(abs(float(p.get(RATIO, -1)) - ratio) < 1e-9 and len(p) == 1 for p in planned)
-        if not covered:
-            study.enqueue_trial({RATIO: ratio}, user_attrs={ATTR_ENQUEUED_AS: "asked for (--try)"})
+        _enqueue_once(study, ratio, "asked for (--try)")
+
+
+def _trials_needed(study: optuna.Study, plan: StudyPlan) -> int:
+    """--trials, grown where the queued candidates (the user's --try ratios, the analytic guess,
+    SGLang's default, re-runs of interrupted trials) would not all fit in it: each is measured."""
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    return max(plan.n_trials, len(_finished(study)) + waiting)
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -197,8 +212,10 @@ def _trial_spec(plan: StudyPlan, trial: optuna.trial.Trial, params: dict[str, An
         log_dir=plan.log_dir,
         hang_timeout_s=plan.hang_timeout_s,
         boot_timeout_s=plan.boot_timeout_s,
-        # SGLang's default is the baseline of every gain: it always runs to the end.
+        # SGLang's default is the baseline of every gain: it always runs to the end (within its
+        # time budget: no trial grinds).
         early_stop=EarlyStop() if plan.early_stop and not _is_default(params) else None,
+        time_budget_s=plan.trial_wall_budget_s,
     )
 
 
@@ -291,6 +308,14 @@ def run_study(
     study = open_study(plan, storage)
     _reclaim_orphans(study, plan, lambda message: on_event("note", {"message": message}))
     _enqueue_tries(study, plan.try_ratios)
+    target = _trials_needed(study, plan)
+    if target > plan.n_trials:
+        queued = ", ".join(
+            f"{float(t.system_attrs.get('fixed_params', {}).get(RATIO, float('nan'))):.3f} ({t.user_attrs.get(ATTR_ENQUEUED_AS, 're-run')})"
+            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        )
+        on_event("note", {"message": f"{plan.workload.name}: --trials {plan.n_trials} grown to {target} to measure every "
+                                     f"queued candidate: {queued}"})
     distributions = plan.space.distributions(plan.feasible_low())
     heartbeat = _Heartbeat(storage, plan.heartbeat_s)
     heartbeat.start()
@@ -300,15 +325,16 @@ def run_study(
     try:
         while True:
             finished = len(_finished(study))
-            on_event("progress", {"finished": finished, "total": plan.n_trials, "outcome": outcome_of(study, plan)})
-            while len(in_flight) < runner.capacity and finished + len(in_flight) < plan.n_trials:
+            on_event("progress", {"finished": finished, "total": target, "running": len(in_flight),
+                                  "outcome": outcome_of(study, plan)})
+            while len(in_flight) < runner.capacity and finished + len(in_flight) < target:
                 trial = study.ask(distributions)
                 trial.set_user_attr(ATTR_OWNER, _owner())
                 heartbeat.add(trial._trial_id)
                 spec = _trial_spec(plan, trial, trial.params)
                 in_flight[spec.trial_id] = trial
                 runner.submit(spec)
-                on_event("started", {"trial": trial.number, "params": trial.params})
+                on_event("started", {"trial": trial.number, "params": trial.params, "why": trial.user_attrs.get(ATTR_ENQUEUED_AS)})
             if not in_flight:
                 break
             result = runner.wait_one(timeout_s=1.0)
@@ -326,11 +352,25 @@ def run_study(
             if not budget_noted and (note := budget_note(plan, trial.user_attrs.get(ATTR_POOL_CHECK))):
                 budget_noted = True
                 on_event("note", {"message": note})
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli/run.py raises it as one)
+        _requeue_interrupted(study, list(in_flight.values()))
+        raise
     finally:
         heartbeat.stopped.set()
-        # Trials still in flight (Ctrl-C): left RUNNING, their heartbeat stops, and the next
-        # run_study() expires and re-runs them.
     return outcome_of(study, plan)
+
+
+def _requeue_interrupted(study: optuna.Study, trials: list[optuna.trial.Trial]) -> None:
+    """Trials stopped by an interrupt measured nothing: failed, not counted, and queued to run again
+    first thing on resume. Should the database be unreachable now, they stay RUNNING and the
+    heartbeat expires them later instead."""
+    for trial in trials:
+        try:
+            trial.set_user_attr(ATTR_FINAL, False)
+            study.tell(trial, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={ATTR_RETRY_OF: trial.number, ATTR_ENQUEUED_AS: "interrupted, run again"})
+        except Exception:  # noqa: BLE001 - best effort on the way out; the heartbeat is the fallback
+            return
 
 
 def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
@@ -351,7 +391,20 @@ def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
         default_values=list(default[0].values) if default else None,
         trials_finished=len(done) + len(failed) + len(pruned),
         trials_failed=len(failed),
+        points=tuple(_point(t) for t in _finished(study) if RATIO in t.params),
     )
+
+
+def _point(trial: optuna.trial.FrozenTrial) -> TrialPoint:
+    ratio = float(trial.params[RATIO])
+    if trial.state == TrialState.COMPLETE:
+        return TrialPoint(ratio, trial.values[0], "complete")
+    if trial.state == TrialState.PRUNED:
+        too_slow = (trial.user_attrs.get(ATTR_RESULT) or {}).get("failure") == FailureKind.TOO_SLOW.value
+        return TrialPoint(ratio, trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None,
+                          "too slow" if too_slow else "stopped early")
+    failure = (trial.user_attrs.get(ATTR_RESULT) or {}).get("failure") or "failed"
+    return TrialPoint(ratio, None, f"failed: {failure}")
 
 
 def with_slo(objective_name: str, slo_text: str | None) -> Objective:

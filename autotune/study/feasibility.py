@@ -82,8 +82,13 @@ def roofline_replay_s(model: ModelSpec, gpu: GPUProfile, workload: Workload, con
     shape = workload_shape(workload)
     running = max(min(concurrency, n), 1e-9)
     waves = n / running
-    active_weights = model.weight_bytes / tp * (model.params_active / model.params_total)
-    decode_step_s = active_weights / (gpu.weight_stream_tbs * 1e12) + gpu.decode_step_overhead_ms / 1e3
+    # A decode step streams the weights once. For MoE, a batch of b tokens touches each expert with
+    # probability 1 - (1 - k/E)^b: at the batches a study runs, nearly all of them.
+    touched = 1.0
+    if model.moe:
+        share = model.moe.top_k / model.moe.num_experts
+        touched = model.params_active / model.params_total + (1 - (1 - share) ** running) * (1 - model.params_active / model.params_total)
+    decode_step_s = model.weight_bytes / tp * touched / (gpu.weight_stream_tbs * 1e12) + gpu.decode_step_overhead_ms / 1e3
     prefill_s = 2 * model.params_active / tp * workload.total_prompt_tokens / (gpu.gemm_tflops * 1e12)
     served = waves * shape.output_len * decode_step_s + prefill_s
     span = 0.0

@@ -53,7 +53,9 @@ class Objective:
         if result.failure is not None and (result.failure.infeasible or result.failure in RETRY):
             return None
         summary = result.summary
-        if result.failure is not None or summary is None or summary.completed == 0:
+        # Too slow: stopped at its time budget, like a trial stopped early; what it measured by then counts.
+        measured = result.failure is None or (result.failure is FailureKind.TOO_SLOW and result.stopped_early)
+        if not measured or summary is None or summary.completed == 0:
             # The server broke at this setting: as bad as it gets, and the search should know.
             return [0.0, WORST_LATENCY_MS] if self.name == "pareto" else [0.0]
         if self.name == "throughput":

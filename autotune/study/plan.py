@@ -32,6 +32,7 @@ from autotune.sglang_facts import (
     TP_SIZE,
 )
 from autotune.study.backend import server_version, sglang_release
+from autotune.study.feasibility import check_serviceable, trial_time_budget_s
 from autotune.study.objective import Objective
 from autotune.study.space import SearchSpace, select_space
 from autotune.workloads import Workload, concurrency_limit
@@ -67,6 +68,9 @@ class StudyPlan:
     seed: int = 0  # the sampler's seed
     heartbeat_s: int = DEFAULT_HEARTBEAT_S  # Optuna's heartbeat interval for running trials
     grace_s: int = DEFAULT_GRACE_S  # a heartbeat older than this: the trial's tuner died
+    # Server-side seconds a trial's replay may take before it ends as "too slow" (feasibility.py);
+    # None: no limit.
+    trial_time_budget_s: float | None = None
 
     @property
     def name(self) -> str:
@@ -75,6 +79,20 @@ class StudyPlan:
     @property
     def simulated(self) -> bool:
         return self.backend != "sglang"
+
+    @property
+    def sglang_release(self) -> str:
+        """The SGLang release whose memory rules this study's server follows (pools/footprint.py)."""
+        return sglang_release(self.server_version, self.sim_flags)
+
+    @property
+    def time_scale(self) -> float:
+        """How much faster than the wall the server's clock runs (the simulator's --time-scale)."""
+        return float(self.sim_flags.get("time-scale", 1.0))
+
+    @property
+    def trial_wall_budget_s(self) -> float | None:
+        return None if self.trial_time_budget_s is None else self.trial_time_budget_s / self.time_scale
 
     @property
     def page_size(self) -> int:
@@ -97,7 +115,8 @@ class StudyPlan:
         return low
 
     def first_ratios(self) -> list[float]:
-        """The capacity model's optimum first, then SGLang's default (the baseline of every gain)."""
+        """The capacity model's optimum, then SGLang's default (the baseline of every gain); the
+        user's `--try` ratios go before both (controller.open_study)."""
         shape = WorkloadShape(
             prompt_len=self.workload.total_prompt_tokens / len(self.workload.requests),
             output_len=self.workload.total_output_tokens / len(self.workload.requests),
@@ -105,13 +124,22 @@ class StudyPlan:
         )
         chunk = int(self.server_flags.get(CHUNKED_PREFILL_SIZE) or default_chunked_prefill_size(self.gpu.memory_mib))
         best = analytic_optimum(self.geometry(), self.budget_bytes, shape, page_size=self.page_size, chunked_prefill_size=chunk,
-                                sglang_version=sglang_release(self.server_version, self.sim_flags))
+                                sglang_version=self.sglang_release)
         return [round(best.ratio, 3)] + ([DEFAULT_RATIO] if abs(best.ratio - DEFAULT_RATIO) > 1e-3 else [])
 
 
 @dataclass(frozen=True)
+class TrialPoint:
+    """One finished trial as a point of the objective against the ratio (charts, --json)."""
+
+    ratio: float
+    value: float | None  # the first objective; for a trial stopped early, what it measured by then
+    status: str  # complete | stopped early | failed: <failure class>
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """A study's answer: its best trial against SGLang's default."""
+    """A study's answer: its best trial against SGLang's default, and every measured point."""
 
     study_name: str
     best_params: dict[str, Any] | None
@@ -120,6 +148,7 @@ class Outcome:
     default_values: list[float] | None
     trials_finished: int
     trials_failed: int
+    points: tuple[TrialPoint, ...] = ()
 
     @property
     def gain(self) -> float | None:
@@ -182,12 +211,20 @@ def build_plan(
             sim_flags["kv-budget-gb"] = kv_budget_gb
         if backend == "sim" and time_scale != 1:
             sim_flags["time-scale"] = time_scale
+    version = server_version(backend, dummy_weights)
+    # A configuration that cannot serve the workload is refused here, before any server boots.
+    check_serviceable(
+        model, gpu, workload, budget.bytes, tp=tp, page_size=page_size or 1,
+        chunked_prefill_size=default_chunked_prefill_size(gpu.memory_mib),
+        mem_fraction_static=mem_fraction_static, budget_pinned=kv_budget_gb is not None,
+        sglang_version=sglang_release(version, sim_flags),
+    )
     path = Path(model_ref).expanduser()
     model_path = str(path.resolve()) if path.exists() else (model.name if backend != "sglang" else (model.hub_id or model_ref))
     return StudyPlan(
-        model=model, gpu=gpu, workload=workload, backend=backend, server_version=server_version(backend, dummy_weights),
+        model=model, gpu=gpu, workload=workload, backend=backend, server_version=version,
         objective=objective, space=select_space(model, search_spaces), n_trials=n_trials, model_path=model_path,
         budget_bytes=budget.bytes, server_flags=flags, sim_flags=sim_flags, extra_args=extra_args, log_dir=log_dir,
         try_ratios=tuple(validate_ratio(r) for r in try_ratios), early_stop=early_stop,
-        heartbeat_s=heartbeat_s, grace_s=grace_s,
+        heartbeat_s=heartbeat_s, grace_s=grace_s, trial_time_budget_s=trial_time_budget_s(model, gpu, workload, tp=tp),
     )
