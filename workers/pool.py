@@ -9,6 +9,8 @@ dies with it (workers/reaper.py).
 
 from __future__ import annotations
 
+import logging
+
 import os
 import socket
 import threading
@@ -130,7 +132,9 @@ def connect(address: str | None = None, **init_kwargs: Any) -> None:
     if not ray.is_initialized():
         if address:
             _check_reachable(address)
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, **init_kwargs)
+        # logging_level: Ray's start-up chatter ("Started a local Ray instance", its auth-token
+        # notice) is not the tuner's output; Ray's errors still show.
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, **init_kwargs)
 
 
 class WorkerPool:

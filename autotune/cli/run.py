@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import warnings
@@ -70,6 +71,13 @@ _sigterm_received = threading.Event()  # libraries on the way (Ray) may re-raise
 def _raise_terminated(signum: int, frame: object) -> None:
     _sigterm_received.set()
     raise Terminated()
+
+
+def default_parallel(backend: str) -> int:
+    """Trials at once when --parallel is not given: one per GPU trial is the user's call (GPUs are
+    shared and booked); simulated trials are mostly waiting on their simulated clock, so two share
+    a small machine well (the default run on 2 cores: 3.5 min one at a time, under 2 min two at once)."""
+    return 1 if backend == "sglang" else min(2, os.cpu_count() or 1)
 
 
 def _plan_rows(plans: list[StudyPlan]) -> list[dict[str, Any]]:
@@ -156,7 +164,11 @@ def run_command(
     gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help=f"GPU profile. Detected for --backend sglang; {DEFAULT_SIM_GPU} for the simulator."),
     workload: str = typer.Option("chat,summarization", "--workload", "-w", help="Presets (chat, summarization, long-context, short-chat), a .jsonl dataset or a .yaml file."),
     trials: int = typer.Option(8, "--trials", "-n", min=1, help="Finished trials per workload (a resumed study counts those it already has)."),
-    parallel: int = typer.Option(1, "--parallel", "-p", min=1, help="Trials at once (Ray workers; each holds --tp GPUs)."),
+    parallel: Optional[int] = typer.Option(
+        None, "--parallel", "-p", min=1,
+        help="Trials at once (Ray workers; each holds --tp GPUs). Default: 1 on GPUs; 2 for the simulator, whose "
+             "servers need no GPU and whose trial barely fills a core.",
+    ),
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Database URL for studies, optima and rules (SQLite or PostgreSQL)."),
     backend: str = typer.Option("auto", "--backend", "-b", help="auto | sglang (real server) | sim (simulated server, same workers) | sim-fast (in-process, virtual time)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (default: start a local one)."),
@@ -235,7 +247,9 @@ def run_command(
             metrics.serve(metrics_port, metrics_host)
         except MetricsPortInUse as exc:
             fail(str(exc))
-    out.print(runner_choice.reason)
+    if parallel is None:
+        parallel = default_parallel(choice.backend)
+    out.print(runner_choice.reason + (f", {parallel} trials at once" if parallel > 1 else ""))
     trial_runner = open_runner(runner_choice, choice.backend, parallel, tp, ray_address)
     # Installed after the runner, so that it replaces any handler Ray's core worker put in place
     # (whose SIGTERM answer is a C++ stack dump): SIGTERM now stops the tuner the way Ctrl-C does.
