@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 STORE_TABLES = {
     "autotune_models", "autotune_gpus", "autotune_workloads", "autotune_optima", "autotune_rules",
-    "autotune_exports", VERSION_TABLE,
+    "autotune_exports", "autotune_server_memory", VERSION_TABLE,
 }
 
 MODEL = ModelRecord.from_spec(load_model("26B-A4B"))

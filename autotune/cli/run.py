@@ -27,6 +27,7 @@ from autotune.sglang_facts import DEFAULT_RATIO, LOAD_FORMAT, RATIO
 from autotune.store import Store, StoreError
 from autotune.store.errors import explain
 from autotune.study.backend import choose_backend
+from autotune.study.server_budget import remember_server_memory, with_measured_budget
 from autotune.study.controller import run_study, storage_for, with_slo
 from autotune.study.plan import (
     DEFAULT_GRACE_S,
@@ -230,15 +231,19 @@ def run_command(
         )
         for w in workloads
     ]
-    out.print(table_of(_plan_rows(plans), PLAN_COLUMNS, title=f"Plan: {model.name} on {profile.name}, {plans[0].server_version}"))
     store = Store(storage)
     try:
         store.migrate()
         optuna_storage = storage_for(storage, heartbeat_s=heartbeat_s, grace_s=grace_s)
+        for index, plan in enumerate(plans):  # a real server's own budget for this configuration beats the estimate
+            plans[index], budget_source = with_measured_budget(store, plan)
+            if budget_source:
+                out.print(budget_source)
     except StoreError as exc:
         fail(str(exc))
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
         fail(str(explain(exc.__cause__ or exc, store.url)))
+    out.print(table_of(_plan_rows(plans), PLAN_COLUMNS, title=f"Plan: {model.name} on {profile.name}, {plans[0].server_version}"))
     metrics = TunerMetrics() if metrics_port is not None else None
     if metrics is not None:
         if metrics_host not in ("127.0.0.1", "localhost", "::1"):
@@ -276,6 +281,7 @@ def run_command(
                         why = f" ({data['why']})" if data.get("why") else ""
                         progress.console.print(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f}{why} started", style="dim")
                     elif kind == "finished":
+                        remember_server_memory(store, plan, data["trial"], data["result"])
                         ratio = data["params"].get(RATIO)
                         progress.console.print(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f} -> {data['what']}", style="dim")
 

@@ -1,4 +1,5 @@
-"""The project's own tables beside Optuna's: models, GPUs, workloads, optima, rules, exports.
+"""The project's own tables beside Optuna's: models, GPUs, workloads, optima, rules, exports,
+and the servers' own memory figures.
 
 Optuna's RDB storage holds studies and trials; this package holds what they add up to, on the
 same database URL. Other modules use `Store` and the records, never the schema.
@@ -11,6 +12,7 @@ from autotune.store.records import (
     ModelRecord,
     OptimumRecord,
     RuleRecord,
+    ServerMemoryRecord,
     WorkloadRecord,
     workload_class,
 )
@@ -22,6 +24,7 @@ __all__ = [
     "ModelRecord",
     "OptimumRecord",
     "RuleRecord",
+    "ServerMemoryRecord",
     "Store",
     "StoreError",
     "WorkloadRecord",

@@ -174,3 +174,24 @@ class ExportRecord:
 
     def __post_init__(self) -> None:
         _require_aware(self, "created_at")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerMemoryRecord:
+    """What a real server reported of its memory at boot, for one (model, GPU, server version,
+    tensor parallelism, --mem-fraction-static): the KV budget later plans start from instead of
+    the estimate (the estimate was 4.8 GiB off on an H200)."""
+
+    model: str
+    gpu: str
+    server_version: str  # e.g. sglang-0.5.17+dummy-weights: dummy weights are measured apart
+    tp: int
+    mem_fraction_static: str  # the flag's value as given, or "default" (SGLang's own formula)
+    kvcache_gib: float  # the server's `kvcache` (GiB, 3 decimals): the KV budget it booted with
+    weight_gib: float | None = None
+    study_name: str
+    trial: int
+    measured_at: datetime = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        _require_aware(self, "measured_at")

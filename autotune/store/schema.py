@@ -142,3 +142,20 @@ class Export(Base):
     ratio: Mapped[float] = mapped_column(Double)
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ServerMemory(Base):
+    """A real server's own account of its memory, the latest per configuration (records.ServerMemoryRecord)."""
+
+    __tablename__ = PREFIX + "server_memory"
+
+    model: Mapped[str] = mapped_column(NAME, primary_key=True)
+    gpu: Mapped[str] = mapped_column(NAME, primary_key=True)
+    server_version: Mapped[str] = mapped_column(NAME, primary_key=True)
+    tp: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mem_fraction_static: Mapped[str] = mapped_column(NAME, primary_key=True)
+    kvcache_gib: Mapped[float] = mapped_column(Double)
+    weight_gib: Mapped[float | None] = mapped_column(Double)
+    study_name: Mapped[str] = mapped_column(NAME)
+    trial: Mapped[int] = mapped_column(Integer)
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime)

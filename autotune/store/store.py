@@ -25,8 +25,16 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQL
 
 from autotune.store.errors import CONNECT_TIMEOUT_S, StoreError, detail, explain, masked
 from autotune.store.migrations import VERSION_TABLE, alembic_config
-from autotune.store.records import ExportRecord, GPURecord, ModelRecord, OptimumRecord, RuleRecord, WorkloadRecord
-from autotune.store.schema import GPU, Base, Export, Model, Optimum, Rule, Workload
+from autotune.store.records import (
+    ExportRecord,
+    GPURecord,
+    ModelRecord,
+    OptimumRecord,
+    RuleRecord,
+    ServerMemoryRecord,
+    WorkloadRecord,
+)
+from autotune.store.schema import GPU, Base, Export, Model, Optimum, Rule, ServerMemory, Workload
 
 R = TypeVar("R")
 
@@ -164,6 +172,22 @@ class Store:
     def exports(self, *, model: str | None = None) -> list[ExportRecord]:
         where = [Export.model == model] if model is not None else []
         return self._select(Export, ExportRecord, *where, order_by=(Export.created_at, Export.id))
+
+    # -- the servers' own memory figures ---------------------------------------------------------
+    def record_server_memory(self, rec: ServerMemoryRecord) -> None:
+        """Keep the latest figure per configuration (model, GPU, server version, tp, mem fraction)."""
+        self._upsert(ServerMemory, rec)
+
+    def server_memory(
+        self, model: str, gpu: str, server_version: str, tp: int, mem_fraction_static: str
+    ) -> ServerMemoryRecord | None:
+        found = self._select(
+            ServerMemory, ServerMemoryRecord,
+            ServerMemory.model == model, ServerMemory.gpu == gpu, ServerMemory.server_version == server_version,
+            ServerMemory.tp == tp, ServerMemory.mem_fraction_static == mem_fraction_static,
+            order_by=ServerMemory.measured_at,
+        )
+        return found[-1] if found else None
 
     # -- plumbing ----------------------------------------------------------------------------
     def _upsert(

@@ -9,6 +9,8 @@ enqueues them again, so a resumed study neither loses nor repeats finished trial
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import socket
 import threading
@@ -19,6 +21,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
+from autotune.hardware.profile import GIB
 from autotune.pools.check import PoolCheck, check_layout
 from autotune.measure.serving_metrics import SLO
 from autotune.study.objective import RETRY, Objective
@@ -267,9 +270,19 @@ def budget_note(plan: StudyPlan, check: dict[str, Any] | None) -> str | None:
         return None
     return (
         f"the server's KV budget is {real:.3f} GiB, the plan estimated {real + error:.3f} GiB ({error:+.3f} GiB): "
-        f"the first trial's analytic ratio and the search's lower bound used the estimate. The trials measure the "
-        f"real pools; the gap is the weight or runtime memory estimate for {plan.model.name} on {plan.gpu.name}."
+        f"the first trial's analytic ratio used the estimate. The trials measure the real pools; the gap is the "
+        f"weight or runtime memory estimate for {plan.model.name} on {plan.gpu.name}."
     )
+
+
+def with_server_budget(plan: StudyPlan, check: dict[str, Any]) -> tuple[StudyPlan, str]:
+    """The plan re-based on the KV budget the server reported, and what that did to the search's bounds."""
+    rebased = dataclasses.replace(plan, budget_bytes=round(float(check["kvcache_gib"]) * GIB))
+    try:
+        low = rebased.feasible_low()
+    except ValueError:
+        return plan, "the search keeps its bounds (the server's budget leaves no ratio to search)"
+    return rebased, f"the search's bounds now come from the server's budget: feasible ratios [{low:.3f}, 1.0]"
 
 
 def _tell_values(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial, result: TrialResult) -> str:
@@ -349,9 +362,12 @@ def run_study(
             heartbeat.remove(trial._trial_id)
             what = _tell(study, plan, trial, result)
             on_event("finished", {"trial": trial.number, "params": trial.params, "result": result, "what": what})
-            if not budget_noted and (note := budget_note(plan, trial.user_attrs.get(ATTR_POOL_CHECK))):
+            check = trial.user_attrs.get(ATTR_POOL_CHECK)
+            if not budget_noted and (note := budget_note(plan, check)):
                 budget_noted = True
-                on_event("note", {"message": note})
+                plan, rebased = with_server_budget(plan, check)
+                distributions = plan.space.distributions(plan.feasible_low())
+                on_event("note", {"message": f"{note} {rebased}."})
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli/run.py raises it as one)
         _requeue_interrupted(study, list(in_flight.values()))
         raise
