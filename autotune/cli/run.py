@@ -26,6 +26,7 @@ from autotune.rules import record_outcome
 from autotune.sglang_facts import DEFAULT_RATIO, LOAD_FORMAT, RATIO
 from autotune.store import Store, StoreError
 from autotune.store.errors import explain
+from autotune.pools.modes import require_ratio_to_matter
 from autotune.study.backend import choose_backend
 from autotune.study.server_budget import remember_server_memory, with_measured_budget
 from autotune.study.controller import run_study, storage_for, with_slo
@@ -208,6 +209,7 @@ def run_command(
     if not model.hybrid_swa:
         fail(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")
     workloads = parse_workload_arg(workload)
+    require_ratio_to_matter({}, tuple(ctx.args))  # before the backend books GPUs (build_plan checks again)
     choice = choose_backend(backend)
     out.print(choice.reason)
     runner_choice = choose_runner(runner, choice.backend, ray_address)

@@ -31,6 +31,7 @@ from autotune.sglang_facts import (
     PAGE_SIZE,
     TP_SIZE,
 )
+from autotune.pools.modes import require_ratio_to_matter
 from autotune.study.backend import server_version, sglang_release
 from autotune.study.feasibility import check_serviceable, trial_time_budget_s
 from autotune.study.objective import Objective
@@ -200,6 +201,8 @@ def build_plan(
         flags[MEM_FRACTION_STATIC] = mem_fraction_static
     if dummy_weights:
         flags.update(DUMMY_LOAD_FLAGS)
+    # Flags that make SGLang ignore the ratio are named now, before any GPU is booked.
+    require_ratio_to_matter(flags, extra_args)
     budget = (
         pinned_budget(kv_budget_gb) if kv_budget_gb is not None
         else estimate_budget(model, gpu, tp=tp, mem_fraction_static=mem_fraction_static)
