@@ -60,7 +60,11 @@ def _describe(result: dict[str, Any] | None) -> str:
     if not summary:
         return ""
     ttft, tpot = summary.get("ttft") or {}, summary.get("tpot") or {}
-    return f"TTFT p50 {ttft.get('median', float('nan')):.0f} ms, TPOT p50 {tpot.get('median', float('nan')):.1f} ms"
+
+    def ms(value: float | None, digits: int) -> str:  # None: no request got that far (a hung trial)
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    return f"TTFT p50 {ms(ttft.get('median'), 0)} ms, TPOT p50 {ms(tpot.get('median'), 1)} ms"
 
 
 class Terminated(KeyboardInterrupt):

@@ -21,7 +21,7 @@ from autotune.hardware import GPUProfile
 from autotune.models import ModelSpec
 from autotune.pools import KVGeometry, WorkloadShape, analytic_optimum
 from autotune.pools.capacity import swa_tokens_per_request
-from autotune.pools.footprint import DEFAULT_SGLANG_VERSION
+from autotune.pools.footprint import DEFAULT_SGLANG_VERSION, admission_swa_reservation
 from autotune.workloads import Workload, concurrency_limit
 from autotune.workloads.arrival import TraceTimes, send_offsets
 
@@ -113,15 +113,22 @@ class Serviceability:
     budget_bytes: int
     need: RequestNeed
     best_ratio: float | None
-    best_concurrency: float  # requests both pools hold together at the best ratio
+    best_concurrency: float  # requests both pools hold together at the best ratio, a prefill chunk in flight
     target_concurrency: int | None
+    fits_alone: bool = True  # some ratio holds the largest request on its own, its prefill chunk included
     fixes: tuple[str, ...] = field(default=())
 
     @property
+    def concurrency(self) -> float:
+        """What runs at once: the steady-state estimate, or one at a time where only that fits
+        (the chunk in flight is transient: a lone request reuses its room once prefilled)."""
+        return max(self.best_concurrency, 1.0) if self.fits_alone else 0.0
+
+    @property
     def hopeless(self) -> bool:
-        if self.best_ratio is None or self.best_concurrency < 1:
+        if self.best_ratio is None or self.concurrency < 1:
             return True
-        return bool(self.target_concurrency) and self.best_concurrency < MIN_CONCURRENCY_SHARE * self.target_concurrency
+        return bool(self.target_concurrency) and self.concurrency < MIN_CONCURRENCY_SHARE * self.target_concurrency
 
     def explain(self, what: str, geometry: KVGeometry) -> str:
         budget = f"the KV budget is {self.budget_bytes / 2**30:.2f} GiB"
@@ -130,7 +137,7 @@ class Serviceability:
         else:
             target = f" of the {self.target_concurrency} it runs at once" if self.target_concurrency else ""
             held = (f"at the best ratio ({self.best_ratio:.3f}) the pools hold {self.best_concurrency:.1f} "
-                    f"requests{target}")
+                    f"requests{target}" + ("" if self.fits_alone else ", and no ratio holds even one with its prefill chunk"))
         fixes = "; ".join(self.fixes) or "a larger GPU, a higher --mem-fraction-static, or a shorter workload"
         return f"{what} cannot serve {self.workload!r}: {budget}, {self.need.describe(geometry)}, and {held}. Fix: {fixes}."
 
@@ -152,17 +159,26 @@ def serviceability(
                                 sglang_version=sglang_version)
     except ValueError:
         return Serviceability(workload.name, budget_bytes, need, None, 0.0, shape.concurrency, fixes)
-    # The largest request must fit the full pool at the lowest ratio that boots (the most full tokens).
-    concurrency = best.estimate.requests
-    if need.full_tokens > best.estimate.layout.full_tokens and need.full_tokens > _max_full_tokens(geometry, budget_bytes, best.min_ratio, page_size):
-        concurrency = 0.0
-    return Serviceability(workload.name, budget_bytes, need, best.ratio, concurrency, shape.concurrency, fixes)
+    largest = max(workload.requests, key=lambda r: r.prompt_len + r.output_len)
+    # What SGLang's admission reserves in the SWA pool for it (max_new clipped at 4096, as SGLang does).
+    admitted = admission_swa_reservation(largest.prompt_len, min(largest.output_len, 4096), geometry.window, page_size,
+                                         chunked_prefill_size)
+    alone = _fits_alone(geometry, budget_bytes, best.min_ratio, page_size, need.full_tokens, max(need.swa_tokens, admitted))
+    return Serviceability(workload.name, budget_bytes, need, best.ratio, best.estimate.requests, shape.concurrency,
+                          fits_alone=alone, fixes=fixes)
 
 
-def _max_full_tokens(geometry: KVGeometry, budget_bytes: int, low: float, page_size: int) -> int:
+def _fits_alone(geometry: KVGeometry, budget_bytes: int, low: float, page_size: int, full: int, swa: int) -> bool:
+    """Some ratio whose pools hold the largest request on its own: its full tokens, and the larger of
+    its admission reservation and its peak SWA footprint (a coarse 1 % grid: this decides "at all")."""
     from autotune.pools import size_pools
 
-    return size_pools(geometry, budget_bytes, low, page_size, check=False).full_tokens
+    for step in range(101):
+        ratio = low + (1.0 - low) * step / 100
+        layout = size_pools(geometry, budget_bytes, ratio, page_size, check=False)
+        if layout.full_tokens >= full and layout.swa_tokens >= swa:
+            return True
+    return False
 
 
 def check_serviceable(
@@ -229,5 +245,5 @@ def _first_working(
         verdict = serviceability(geometry, budget.bytes, workload, page_size=page_size,
                                  chunked_prefill_size=chunked_prefill_size, sglang_version=sglang_version)
         if not verdict.hopeless:
-            return [f"{flag} ({budget.gib:.1f} GiB of KV, {verdict.best_concurrency:.0f} requests at once)"]
+            return [f"{flag} ({budget.gib:.1f} GiB of KV, {verdict.concurrency:.0f} requests at once)"]
     return []

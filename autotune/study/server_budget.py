@@ -63,5 +63,6 @@ def with_measured_budget(store: Store, plan: StudyPlan) -> tuple[StudyPlan, str 
             f"{record.study_name}, trial {record.trial}, {record.measured_at:%Y-%m-%d}), not the estimate "
             f"{plan.budget_bytes / GIB:.3f} GiB")
     # The measured budget may serve the workload where the estimate did not, or the other way round.
-    check_serviceable(plan.model, plan.gpu, plan.workload, measured, tp=plan.tp, page_size=plan.page_size, budget_pinned=True)
+    check_serviceable(plan.model, plan.gpu, plan.workload, measured, tp=plan.tp, page_size=plan.page_size,
+                      budget_pinned=True, sglang_version=plan.sglang_release)
     return dataclasses.replace(plan, budget_bytes=measured), note
