@@ -65,7 +65,7 @@ from autotune.sim.prometheus import CONTENT_TYPE, MetricLabels, ServerMetrics
 from autotune.sim.request import SimRequest, ceil_page
 from autotune.sim.scheduler import StepReport
 
-VERSION = "0.5.23-sim"
+SIM_VERSION_SUFFIX = "-sim"  # /server_info's version: the emulated release, marked simulated
 IDLE_REFRESH_S = 1.0  # SGLang refreshes its gauges periodically while idle
 SHUTDOWN_TIMEOUT_S = 1.0
 MIN_SLEEP_S = 0.001  # wall seconds: the event loop's timer resolution
@@ -363,7 +363,7 @@ class SimServer:
             "max_total_num_tokens": startup.full_tokens,
             "max_req_input_len": self.max_req_input_len,
             "internal_states": [internal],
-            "version": VERSION,
+            "version": f"{config.sglang_version}{SIM_VERSION_SUFFIX}",
             "frontend": "python",
             "simulated": True,
             "simulator": {
