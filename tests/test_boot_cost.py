@@ -1,0 +1,24 @@
+"""bench/boot_cost.py reads the committed real SGLang logs: every start-up it finds is consistent."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("boot_cost", REPO / "bench" / "boot_cost.py")
+boot_cost = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = boot_cost  # dataclasses look their module up while the file executes
+spec.loader.exec_module(boot_cost)
+
+
+def test_every_committed_start_up_parses_and_adds_up() -> None:
+    logs = sorted((REPO / "docs" / "real-gpu").rglob("*.log"))
+    boots = boot_cost.mark_first([b for b in map(boot_cost.read_boot, logs) if b is not None])
+    assert len(boots) >= 20
+    for boot in boots:
+        assert 0 < boot.graph_s <= boot.scheduler_s <= boot.startup_s, boot.log
+        assert boot.sizes >= 1 and boot.max_bs in (128, 256), boot.log
+    # Both capture settings and both cache states are in the data the doc's table comes from.
+    assert {(b.max_bs, b.first_on_machine) for b in boots} == {(256, True), (256, False), (128, True), (128, False)}
