@@ -414,7 +414,7 @@ def test_parse_dataset_files_detects_kind(tmp_path):
     with pytest.raises(WorkloadError, match="does not exist"):
         parse_workload_arg(str(tmp_path / "absent.jsonl"))
     with pytest.raises(WorkloadError, match="unsupported type"):
-        parse_workload_arg(str(tmp_path / "data.csv"))
+        parse_workload_arg(str(tmp_path / "data.parquet"))
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(WorkloadError, match="empty"):
         parse_workload_arg(str(tmp_path / "empty.jsonl"))

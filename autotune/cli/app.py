@@ -289,6 +289,7 @@ from autotune.cli.run import run_command  # noqa: E402  (registered below; keeps
 
 from autotune.cli.dashboard import dashboard_command, report_command  # noqa: E402
 from autotune.cli.serving import export_command, launch_command, rules_command  # noqa: E402
+from autotune.cli.workload import workload_app  # noqa: E402
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}  # `-- <sglang args>`
 app.command("run", context_settings=PASSTHROUGH)(user_errors(run_command))
@@ -297,6 +298,7 @@ app.command("export")(user_errors(export_command))
 app.command("launch", context_settings=PASSTHROUGH)(user_errors(launch_command))
 app.command("dashboard")(user_errors(dashboard_command))
 app.command("report")(user_errors(report_command))
+app.add_typer(workload_app, name="workload")
 
 
 def main() -> None:

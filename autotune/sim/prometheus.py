@@ -10,8 +10,8 @@ scraper that reads a real server reads this one unchanged:
   request leaves the queue. `evicted_tokens_total` is the radix cache's (labels cache_type,
   tp_rank, pp_rank, dp_rank) and, like SGLang's, counts full-layer tokens only;
 - tokenizer side (labels model_name, engine_type, plus is_streaming where SGLang has it): TTFT,
-  inter-token latency, e2e latency, and the prompt/generation/request counters, which SGLang
-  increments once per *finished* request (so a retracted and re-prefilled request counts its
+  inter-token latency, e2e latency, the prompt/generation/request counters and the prompt and
+  generation length histograms, which SGLang updates once per *finished* request (so a retracted and re-prefilled request counts its
   prompt once here, unlike the scheduler's prefill counter);
 - `sglang:simulated 1`, which no real server exports, so nobody mistakes this one for a GPU.
 
@@ -40,6 +40,12 @@ E2E_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 
 ITL_BUCKETS = (
     0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.025, 0.030, 0.035, 0.040, 0.060, 0.080,
     0.100, 0.200, 0.400, 0.600, 0.800, 1.000, 2.000, 4.000, 6.000, 8.000,
+)  # fmt: skip
+# TokenizerMetricsCollector's default_bucket_prompt_tokens, used for prompt and generation lengths.
+TOKEN_BUCKETS = (
+    100, 300, 500, 700, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12500, 15000,
+    17500, 20000, 22500, 25000, 27500, 30000, 35000, 40000, 60000, 80000, 100000, 200000, 300000, 400000,
+    600000, 800000, 1000000, 1100000,
 )  # fmt: skip
 # SchedulerMetricsCollector.queue_time.
 QUEUE_TIME_BUCKETS = (
@@ -207,6 +213,14 @@ class ServerMetrics:
             buckets=QUEUE_TIME_BUCKETS,
             registry=reg,
         ).labels(**labels.scheduler())
+        self.prompt_lengths = Histogram(
+            "sglang:prompt_tokens_histogram", "Histogram of prompt token length.", names,
+            buckets=TOKEN_BUCKETS, registry=reg,
+        ).labels(**tok)
+        self.generation_lengths = Histogram(
+            "sglang:generation_tokens_histogram", "Histogram of generation token length.", names,
+            buckets=TOKEN_BUCKETS, registry=reg,
+        ).labels(**tok)
         self._aborted = self.aborted.labels(**tok)
         # Bound children per is_streaming value, so an observation is one call, no label lookup.
         self._by_stream = {
@@ -240,6 +254,8 @@ class ServerMetrics:
         generation.inc(completion_tokens)
         requests.inc()
         e2e.observe(e2e_s)
+        self.prompt_lengths.observe(prompt_tokens)
+        self.generation_lengths.observe(completion_tokens)
 
     def observe_aborted(self) -> None:
         self._aborted.inc()

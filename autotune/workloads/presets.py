@@ -22,7 +22,11 @@ from typing import Any
 import yaml
 
 from autotune.workloads.arrival import Arrival, MaxConcurrency, PoissonRate, WorkloadError
+from autotune.workloads.csv_trace import load_csv_trace
+from autotune.workloads.histogram import histogram_workload
+from autotune.workloads.mix import MixPart, build_mix
 from autotune.workloads.random_ids import random_ids_workload
+from autotune.workloads.slicing import parse_duration, slice_trace
 from autotune.workloads.sharegpt import load_sharegpt
 from autotune.workloads.spec import Workload
 from autotune.workloads.trace import load_trace
@@ -68,7 +72,7 @@ def _unknown_name_error(name: str) -> WorkloadError:
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return WorkloadError(
         f"unknown workload preset {name!r}.{hint} Valid presets: {', '.join(PRESETS)}; "
-        "or give a .jsonl/.json dataset or a .yaml workload file."
+        "or give a .jsonl/.json dataset, a .csv trace or a .yaml workload file."
     )
 
 
@@ -115,19 +119,24 @@ def _peek_kind(path: Path) -> str:
 
 
 def load_dataset_file(path: str | Path, **options: Any) -> Workload:
-    """A ShareGPT-style or trace file, told apart by its first record's keys.
+    """A ShareGPT-style or trace file, told apart by its first record's keys (a .csv is a trace).
 
-    ``options`` go to :func:`load_sharegpt` or :func:`load_trace`.
+    ``options`` go to :func:`load_sharegpt`, :func:`load_trace` or :func:`load_csv_trace`.
     """
     path = Path(path)
     if not path.is_file():
         raise WorkloadError(f"workload file {path} does not exist")
+    if path.suffix.lower() == ".csv":
+        options.pop("num_prompts", None)
+        return load_csv_trace(path, **options)
     if _peek_kind(path) == "trace":
         return load_trace(path, **options)
     return load_sharegpt(path, **options)
 
 
 # Keys a YAML entry may carry, per entry kind; the first group is required.
+_SLICE_KEYS = ("start", "duration", "sample")  # timestamped traces only (slicing.py)
+_CSV_KEYS = ("model", "log_type", "drop_zero_lengths")  # CSV traces only (csv_trace.py)
 _RANDOM_KEYS = (
     {"name", "num_prompts", "input_len", "output_len"},
     {"range_ratio", "max_concurrency", "request_rate", "seed", "warmup"},
@@ -135,14 +144,22 @@ _RANDOM_KEYS = (
 _DATASET_KEYS = (
     {"dataset"},
     {"name", "num_prompts", "output_len", "context_len", "max_concurrency", "request_rate", "speedup",
-     "seed", "warmup"},
+     "seed", "warmup", *_SLICE_KEYS, *_CSV_KEYS},
 )
 _PRESET_KEYS = ({"preset"}, {"num_prompts", "max_concurrency", "seed"})
+_MIX_KEYS = ({"mix"}, {"name", "num_prompts", "max_concurrency", "request_rate", "speedup", "seed", "warmup"})
+_HISTOGRAM_KEYS = (
+    {"name", "histograms", "num_prompts"}, {"max_concurrency", "request_rate", "seed", "warmup", "origin"},
+)
 _KEY_TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("name", "dataset", "preset"), (str,)),
+    **dict.fromkeys(("name", "dataset", "preset", "model", "log_type"), (str,)),
     **dict.fromkeys(("num_prompts", "input_len", "output_len", "max_concurrency", "seed", "warmup",
                      "context_len"), (int,)),
-    **dict.fromkeys(("range_ratio", "request_rate", "speedup"), (int, float)),
+    **dict.fromkeys(("range_ratio", "request_rate", "speedup", "sample", "weight"), (int, float)),
+    **dict.fromkeys(("start", "duration"), (int, float, str)),
+    "drop_zero_lengths": (bool,),
+    **dict.fromkeys(("mix",), (list,)),
+    **dict.fromkeys(("histograms", "origin"), (dict,)),
 }
 
 
@@ -150,7 +167,7 @@ def _check_keys(entry: Mapping[str, Any], keys: tuple[set[str], set[str]], where
     required, optional = keys
     for key, value in entry.items():
         expected = _KEY_TYPES.get(key, ())
-        if expected and (isinstance(value, bool) or not isinstance(value, expected)):
+        if expected and (isinstance(value, bool) != (bool in expected) or not isinstance(value, expected)):
             kind = " or ".join(t.__name__ for t in expected)
             raise WorkloadError(f"{where}: {key!r} must be {kind}, got {value!r}")
     missing = sorted(required - entry.keys())
@@ -173,9 +190,88 @@ def _arrival(entry: Mapping[str, Any]) -> Arrival | None:
     return None
 
 
-def _yaml_entry(entry: Any, where: str, base_dir: Path) -> Workload:
+def _trace_entry(entry: Mapping[str, Any], path: Path, common: dict[str, Any], where: str) -> Workload:
+    """A timestamped trace (Mooncake JSONL or a CSV), cut by start / duration / sample / num_prompts."""
+    if {"max_concurrency", "request_rate", "output_len", "context_len"} & entry.keys():
+        raise WorkloadError(
+            f"{where}: {path} is a timestamped trace; it takes 'speedup', not a rate, "
+            "concurrency or length override"
+        )
+    is_csv = path.suffix.lower() == ".csv"
+    csv_options = {k: entry[k] for k in _CSV_KEYS if k in entry}
+    if csv_options and not is_csv:
+        raise WorkloadError(f"{where}: {sorted(csv_options)} apply to CSV traces (Azure, BurstGPT) only")
+    speedup = entry.get("speedup", 1.0)
+    if not (_SLICE_KEYS & entry.keys() or is_csv):
+        return load_trace(path, speedup=speedup, **common)  # the Mooncake replay as bench_serving does it
+    name, num_prompts = common.pop("name"), common.pop("num_prompts")
+    if is_csv:
+        whole = load_csv_trace(path, speedup=speedup, **common, **csv_options)
+    else:
+        whole = load_trace(path, speedup=speedup, **common)
+    start = parse_duration(entry["start"], f"{where}: 'start'") if "start" in entry else None
+    duration = parse_duration(entry["duration"], f"{where}: 'duration'") if "duration" in entry else None
+    return slice_trace(whole, start_s=start, duration_s=duration, sample=entry.get("sample"),
+                       num_prompts=num_prompts, name=name)
+
+
+def _mix_entry(entry: Mapping[str, Any], where: str, base_dir: Path, default_name: str | None) -> Workload:
+    _check_keys(entry, _MIX_KEYS, where)
+    name = entry.get("name", default_name)
+    if not name:
+        raise WorkloadError(
+            f"{where}: a mix needs a 'name': its studies, optima, exports and launch are keyed by it"
+        )
+    if not entry["mix"]:
+        raise WorkloadError(f"{where}: 'mix' lists no parts")
+    parts = []
+    for k, part in enumerate(entry["mix"]):
+        part_where = f"{where}: part #{k + 1}"
+        if not isinstance(part, Mapping):
+            raise WorkloadError(f"{part_where}: each part must be a mapping of keys, got {type(part).__name__}")
+        if "mix" in part:
+            raise WorkloadError(f"{part_where}: a mix cannot hold another mix; list its parts here instead")
+        weight = part.get("weight")
+        _check_keys({"weight": weight} if weight is not None else {}, (set(), {"weight"}), part_where)
+        body = {k: v for k, v in part.items() if k != "weight"}
+        if "name" not in body and not ({"preset", "dataset", "histograms"} & body.keys()):
+            body["name"] = f"{name}-part{k + 1}"  # a random-ids part needs a name; it is only a label here
+        try:
+            workload = _yaml_entry(body, part_where, base_dir)
+        except WorkloadError as exc:
+            if str(exc).startswith(part_where):
+                raise
+            raise WorkloadError(f"{part_where}: {exc}") from None
+        parts.append(MixPart(workload, None if weight is None else float(weight)))
+    return build_mix(
+        name, parts, arrival=_arrival(entry), num_prompts=entry.get("num_prompts"),
+        speedup=entry.get("speedup", 1.0), seed=entry.get("seed", 1), warmup=entry.get("warmup", 1),
+    )
+
+
+def _histogram_entry(entry: Mapping[str, Any], where: str) -> Workload:
+    _check_keys(entry, _HISTOGRAM_KEYS, where)
+    histograms = entry["histograms"]
+    missing = sorted({"prompt_tokens", "output_tokens"} - histograms.keys())
+    if missing:
+        raise WorkloadError(f"{where}: 'histograms' lacks {missing}")
+    arrival = _arrival(entry)
+    if arrival is None:
+        raise WorkloadError(f"{where}: say how requests arrive: 'request_rate: R' or 'max_concurrency: N'")
+    return histogram_workload(
+        entry["name"], prompt_tokens=histograms["prompt_tokens"], output_tokens=histograms["output_tokens"],
+        num_prompts=entry["num_prompts"], arrival=arrival, seed=entry.get("seed", 1),
+        warmup=entry.get("warmup", 1), origin=entry.get("origin"), where=f"{where}: histograms",
+    )
+
+
+def _yaml_entry(entry: Any, where: str, base_dir: Path, default_name: str | None = None) -> Workload:
     if not isinstance(entry, Mapping):
         raise WorkloadError(f"{where}: each workload must be a mapping of keys, got {type(entry).__name__}")
+    if "mix" in entry:
+        return _mix_entry(entry, where, base_dir, default_name)
+    if "histograms" in entry:
+        return _histogram_entry(entry, where)
     if "preset" in entry:
         _check_keys(entry, _PRESET_KEYS, where)
         return get_preset(
@@ -195,15 +291,11 @@ def _yaml_entry(entry: Any, where: str, base_dir: Path) -> Workload:
         }
         if not path.is_file():
             raise WorkloadError(f"{where}: dataset file {path} does not exist")
-        if _peek_kind(path) == "trace":
-            if {"max_concurrency", "request_rate", "output_len", "context_len"} & entry.keys():
-                raise WorkloadError(
-                    f"{where}: {path} is a timestamped trace; it takes 'speedup', not a rate, "
-                    "concurrency or length override"
-                )
-            return load_trace(path, speedup=entry.get("speedup", 1.0), **common)
-        if "speedup" in entry:
-            raise WorkloadError(f"{where}: 'speedup' applies to timestamped traces only, and {path} is not one")
+        if path.suffix.lower() == ".csv" or _peek_kind(path) == "trace":
+            return _trace_entry(entry, path, common, where)
+        for key in ("speedup", *_SLICE_KEYS, *_CSV_KEYS):
+            if key in entry:
+                raise WorkloadError(f"{where}: {key!r} applies to timestamped traces only, and {path} is not one")
         return load_sharegpt(
             path,
             fixed_output_len=entry.get("output_len"),
@@ -237,7 +329,9 @@ def load_workload_yaml(path: str | Path) -> list[Workload]:
     output_len`` plus ``range_ratio`` [default 0.0 as in bench_serving],
     ``max_concurrency`` and/or ``request_rate``, ``seed`` [1], ``warmup`` [1]),
     a ``preset:`` with overrides, or a ``dataset:`` file (path relative to the
-    YAML file) with ``num_prompts``, ``output_len``, arrival keys or ``speedup``.
+    YAML file) with ``num_prompts``, ``output_len``, arrival keys or, for a trace (Mooncake JSONL, Azure or
+    BurstGPT CSV), ``speedup``, ``start``, ``duration``, ``sample``; a ``mix:`` of weighted parts
+    (:mod:`mix`); or ``histograms:`` of lengths (:mod:`histogram`). docs/workloads.md has examples.
     """
     path = Path(path)
     try:
@@ -255,7 +349,8 @@ def load_workload_yaml(path: str | Path) -> list[Workload]:
     for i, entry in enumerate(entries):
         where = f"{path}: workload #{i + 1}"
         try:
-            workloads.append(_yaml_entry(entry, where, path.parent))
+            # A file holding one mix names it after itself unless it says otherwise.
+            workloads.append(_yaml_entry(entry, where, path.parent, path.stem if len(entries) == 1 else None))
         except WorkloadError as exc:
             if str(exc).startswith(where):
                 raise
@@ -278,13 +373,14 @@ def parse_workload_arg(text: str) -> list[Workload]:
         suffix = Path(item).suffix.lower()
         if suffix in (".yaml", ".yml"):
             workloads.extend(load_workload_yaml(item))
-        elif suffix in (".jsonl", ".json"):
+        elif suffix in (".jsonl", ".json", ".csv"):
             workloads.append(load_dataset_file(item))
         elif item in PRESETS:
             workloads.append(get_preset(item))
         elif suffix or "/" in item:
             raise WorkloadError(
-                f"workload file {item!r}: unsupported type; use .jsonl/.json (dataset or trace) or .yaml/.yml"
+                f"workload file {item!r}: unsupported type; use .jsonl/.json (dataset or trace), .csv (Azure or "
+                "BurstGPT trace) or .yaml/.yml"
             )
         else:
             raise _unknown_name_error(item)
