@@ -18,7 +18,7 @@ from autotune.models import load_model
 from autotune.rules import refresh_rules, resolve
 from autotune.store import Store, StoreError, WorkloadRecord
 from autotune.study.plan import DEFAULT_SIM_GPU
-from autotune.workloads import get_preset
+from autotune.workloads import WorkloadError, get_preset, parse_workload_arg
 
 
 
@@ -32,10 +32,20 @@ def _store(url: str) -> Store:
 
 
 def _workload_record(store: Store, name: str) -> WorkloadRecord:
+    """The stored workload called `name`, else a preset, else the one workload a file defines (a mix, a trace)."""
+    if Path(name).is_file():
+        workloads = parse_workload_arg(name)
+        if len(workloads) != 1:
+            raise WorkloadError(f"{name} defines {len(workloads)} workloads; pass one by name: "
+                                f"{', '.join(w.name for w in workloads)}")
+        name = workloads[0].name
+        fallback = workloads[0]
+    else:
+        fallback = None
     for record in store.workloads():
         if record.name == name:
             return record
-    return WorkloadRecord.from_workload(get_preset(name))
+    return WorkloadRecord.from_workload(fallback or get_preset(name))
 
 
 RULE_COLUMNS = (
@@ -97,7 +107,7 @@ def export_command(
 def launch_command(
     ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help="Model: catalog name, hub id or directory (also SGLang's --model-path unless you pass one)."),
-    workload: str = typer.Option("chat", "--workload", "-w", help="Which workload's setting to serve with."),
+    workload: str = typer.Option("chat", "--workload", "-w", help="Which workload's setting to serve with: its name or its file."),
     gpu: str = typer.Option(DEFAULT_SIM_GPU, "--gpu", "-g", help="GPU the server runs on (picks the optimum or rule)."),
     storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Database URL."),
     config_dir: Path = typer.Option(Path("autotune-export"), "--config-dir", help="Where the --config file is written."),
@@ -110,8 +120,9 @@ def launch_command(
     """
     store = _store(storage)
     spec = load_model(model)
-    resolution = resolve(store, spec, load_gpu(gpu), _workload_record(store, workload))
-    plan = plan_launch(resolution, model, workload, list(ctx.args), config_dir, spec.name)
+    record = _workload_record(store, workload)  # --workload may be the workload's file (a mix, a trace)
+    resolution = resolve(store, spec, load_gpu(gpu), record)
+    plan = plan_launch(resolution, model, record.name, list(ctx.args), config_dir, spec.name)
     marker = " [SIMULATED]" if resolution.simulated else ""
     console.print(f"ratio {resolution.ratio:.3f} from the {resolution.source}{marker}: {resolution.detail}")
     if "--swa-full-tokens-ratio" in ctx.args:

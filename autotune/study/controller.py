@@ -40,6 +40,7 @@ from autotune.study.trial_attrs import (
 )
 from workers.failures import FailureKind
 from autotune.study.trial_runner import TrialRunner
+from autotune.workloads.spec import check_same_workload
 from workers.early_stop import EarlyStop
 from workers.spec import ServerSpec
 from workers.trial import TrialResult, TrialSpec
@@ -127,6 +128,8 @@ def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
         study_name=plan.name, storage=storage, directions=plan.objective.directions,
         sampler=sampler_for(plan), load_if_exists=True,
     )
+    if "workload_spec" in study.user_attrs:  # resumed: the same traffic, or a clear refusal (names key studies)
+        check_same_workload(study.user_attrs["workload_spec"], plan.workload, plan.name)
     if not study.user_attrs:
         for key, value in {
             "model": plan.model.name, "model_features": plan.model.features(), "gpu": plan.gpu.name,

@@ -221,3 +221,25 @@ def _regenerate(source: Mapping[str, Any]) -> tuple[RequestSpec, ...] | None:
     if missing:
         raise WorkloadError(f"random-ids source {dict(source)!r} lacks {missing}")
     return random_ids_requests(**{k: source[k] for k in keys})
+
+
+def check_same_workload(stored: Mapping[str, Any], workload: Workload, study: str) -> None:
+    """Refuse to resume study ``study`` (created with the spec ``stored``) on other traffic under the same name.
+
+    A workload's name keys its study, so a mix or a trace slice edited in place would otherwise add
+    trials of new traffic to a study of the old. Compared: the requests' lengths and times, the
+    arrival process and the id seed (not ``source``, which holds paths that may move).
+    """
+    try:
+        before = Workload.from_dict(stored)
+    except (WorkloadError, TypeError, ValueError):
+        return  # a spec this version cannot rebuild: nothing to compare against
+    def shape(w: Workload) -> tuple[Any, ...]:
+        return (w.arrival, w.seed, tuple((r.prompt_len, r.output_len, r.arrival_s) for r in w.requests))
+
+    if shape(before) != shape(workload):
+        raise WorkloadError(
+            f"workload {workload.name!r} is not the one study {study!r} was created with (then: "
+            f"{before.describe()}; now: {workload.describe()}); give the changed workload another name, "
+            "or delete the study to start it afresh"
+        )
