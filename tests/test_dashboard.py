@@ -63,7 +63,7 @@ def study_db(tmp_path_factory) -> str:
     url = f"sqlite:///{tmp / 'autotune.db'}"
     run = subprocess.run(
         [sys.executable, "-m", "autotune.cli.app", "run", "--model", "26B-A4B", "--backend", "sim-fast", "--trials", "4",
-         "--workload", str(workload), "--storage", url, "--log-dir", str(tmp / "logs")],
+         "--workload", str(workload), "--storage", url, "--log-dir", str(tmp / "logs"), "--run-all-trials"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stdout + run.stderr

@@ -59,9 +59,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # -- helpers ------------------------------------------------------------------------------------
 def run_args(storage: str, tmp_path: Path, *, trials: int = 4, workload: Path = TINY) -> list[str]:
+    # These tests count trials across kills and resumes: every --trials runs (the stopping rule that
+    # ends studies earlier has its own tests, tests/test_stopping.py).
     return [
         *CLI, "--model", MODEL, "--backend", "sim-fast", "--trials", str(trials), "--workload", str(workload),
-        "--storage", storage, "--log-dir", str(tmp_path / "logs"),
+        "--storage", storage, "--log-dir", str(tmp_path / "logs"), "--run-all-trials",
     ]
 
 

@@ -68,7 +68,7 @@ class ServerProcess:
 
     def _start_locked(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
+        env = self.spec.environment()
         with open(self.log_path, "wb") as log:  # a fresh log: an old ready line must not count
             log.write(f"$ {' '.join(self.argv)}\n".encode())
             log.flush()

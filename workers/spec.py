@@ -6,8 +6,10 @@ one differ only in the module the command runs: the flags are SGLang's in both c
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Mapping
 
 from autotune.sglang_facts import ENABLE_METRICS, LAUNCH_MODULE, SIMULATOR_ONLY_FLAGS, flag_args
@@ -17,6 +19,16 @@ Backend = Literal["sglang", "sim"]
 SERVER_MODULES: dict[str, str] = {
     "sglang": LAUNCH_MODULE,
     "sim": "autotune.sim.server",
+}
+
+
+# Compile caches a trial server keeps on its node across trials and tuner runs, so only the first
+# boot on a node compiles Triton kernels (176 s cold against 47-67 s warm on an H200:
+# docs/real-gpu/README.md). `~` is the home of the node that runs the server; a variable already
+# set there (deploy/gpu-kit/validate.sh sets TRITON_CACHE_DIR) wins.
+COMPILE_CACHES: dict[str, str] = {
+    "TRITON_CACHE_DIR": "~/.cache/swa-autotune/triton",
+    "TORCHINDUCTOR_CACHE_DIR": "~/.cache/swa-autotune/inductor",
 }
 
 
@@ -30,6 +42,7 @@ class ServerSpec:
     host: str = "127.0.0.1"
     port: int | None = None  # None: the worker picks a free port
     env: Mapping[str, str] = field(default_factory=dict)
+    env_defaults: Mapping[str, str] = field(default_factory=dict)  # set where the node's environment does not
     python: str = sys.executable
 
     def __post_init__(self) -> None:
@@ -60,6 +73,17 @@ class ServerSpec:
         if self.simulated:
             argv += flag_args(dict(self.sim_flags))
         return argv + list(self.extra_args)
+
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The server's environment on this node: `base` (this process's), `env_defaults` where `base`
+        lacks them (`~/` is `base`'s HOME; their directories are created), then `env`."""
+        base = dict(os.environ if base is None else base)
+        home = base.get("HOME") or os.path.expanduser("~")
+        defaults = {key: home + value[1:] if value.startswith("~/") else value
+                    for key, value in self.env_defaults.items() if key not in base}
+        for path in defaults.values():
+            Path(path).mkdir(parents=True, exist_ok=True)
+        return {**base, **defaults, **self.env, "PYTHONUNBUFFERED": "1"}
 
     def to_dict(self) -> dict[str, object]:
         return {

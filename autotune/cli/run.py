@@ -33,6 +33,7 @@ from autotune.study.controller import run_study, storage_for, with_slo
 from autotune.study.plan import (
     DEFAULT_GRACE_S,
     DEFAULT_HEARTBEAT_S,
+    DEFAULT_NOISE_FLOOR,
     DEFAULT_SIM_GPU,
     DEFAULT_TIME_SCALE,
     Outcome,
@@ -53,6 +54,16 @@ def _ratios(text: str | None) -> tuple[float, ...]:
         return tuple(float(item) for item in text.split(",") if item.strip())
     except ValueError:
         raise ValueError(f"--try {text!r}: give ratios separated by commas, e.g. --try 0.15,0.5") from None
+
+
+def _graph_bs(text: str) -> int | str:
+    """--cuda-graph-max-bs: auto, sglang, or a batch size."""
+    if text in ("auto", "sglang"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--cuda-graph-max-bs {text!r}: give auto, sglang or a batch size, e.g. 64") from None
 
 
 def _describe(result: dict[str, Any] | None) -> str:
@@ -136,6 +147,8 @@ def _result_rows(plans: list[StudyPlan], outcomes: list[Outcome]) -> list[dict[s
             "default_value": outcome.default_values[0] if outcome.default_values else None,
             "gain": outcome.gain,
             "latency_at_best": _describe(outcome.best_result) or None,
+            "stopped_because": outcome.stopped_because,
+            "noise_band": outcome.noise_band,
             "points": [point.__dict__ for point in outcome.points],
         })
     return rows
@@ -150,6 +163,10 @@ def _report(plans: list[StudyPlan], outcomes: list[Outcome], *, as_json: bool) -
     label = " [SIMULATED]" if simulated else ""
     console.print(table_of(rows, RESULT_COLUMNS, title=f"Tuned --swa-full-tokens-ratio ({plans[0].objective.labels[0]}){label}"))
     for plan, outcome in zip(plans, outcomes):
+        if outcome.stopped_because:
+            console.print(f"{plan.workload.name}: stopped after {outcome.trials_finished} trial(s): {outcome.stopped_because}")
+        if outcome.noise_band:
+            console.print(f"{plan.workload.name}: noise band {outcome.noise_band['describe']}: closer values are not told apart")
         if outcome.points:
             console.print(ratio_chart(
                 f"{plan.workload.name}{' [SIMULATED]' if plan.simulated else ''}", outcome.points,
@@ -169,7 +186,7 @@ def run_command(
     model_ref: str = typer.Option(..., "--model", "-m", help="Catalog name or alias (26B-A4B, 31B, ...), hub id, or a directory with config.json."),
     gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help=f"GPU profile. Detected for --backend sglang; {DEFAULT_SIM_GPU} for the simulator."),
     workload: str = typer.Option("chat,summarization", "--workload", "-w", help="Presets (chat, summarization, long-context, short-chat), a .jsonl dataset or a .yaml file."),
-    trials: int = typer.Option(8, "--trials", "-n", min=1, help="Finished trials per workload (a resumed study counts those it already has)."),
+    trials: int = typer.Option(8, "--trials", "-n", min=1, help="At most this many finished trials per workload (a resumed study counts those it already has); fewer when the optimum is known first (--run-all-trials: always this many)."),
     parallel: Optional[int] = typer.Option(
         None, "--parallel", "-p", min=1,
         help="Trials at once (Ray workers; each holds --tp GPUs). Default: 1 on GPUs; 2 for the simulator, whose "
@@ -181,6 +198,22 @@ def run_command(
     runner: str = typer.Option("auto", "--runner", help="auto | ray (Ray workers, local or --ray-address cluster) | local (this node, no Ray: one trial per GPU). auto: Ray when installed."),
     try_ratios: Optional[str] = typer.Option(None, "--try", help="Ratios to measure first, e.g. 0.15,0.5 (a hand rule to check); they count towards --trials."),
     early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Stop trials that are clearly lost (SWA-bound with a queue that does not drain). SGLang's default 0.8 always runs in full."),
+    stop_when_known: bool = typer.Option(
+        True, "--stop-when-known/--run-all-trials",
+        help="Stop a study before --trials once its best ratio is bracketed by worse ones (or the feasible bound), or "
+             "every measured ratio is within the noise band (flat). --run-all-trials: always run --trials.",
+    ),
+    noise_floor: float = typer.Option(
+        DEFAULT_NOISE_FLOOR, "--noise-floor",
+        help="The smallest noise band, a share of the best value (0.01: a ratio must be more than 1 % worse to "
+             "count as worse); repeated runs of SGLang's default and of the best widen it when they differ more.",
+    ),
+    cuda_graph_max_bs: str = typer.Option(
+        "auto", "--cuda-graph-max-bs",
+        help="Real SGLang only: capture decode CUDA graphs up to this batch (--cuda-graph-max-bs-decode). auto: the "
+             "workload's concurrency, rounded up to a size SGLang captures (faster boots), unless CUDA graph flags "
+             "follow `--`; sglang: SGLang's own default.",
+    ),
     dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Tune without a checkpoint: boot a config-only model dir with --load-format dummy --skip-tokenizer-init (pools are exact; throughput is a guide)."),
     objective: str = typer.Option("throughput", "--objective", help="throughput (with SLO constraints) | goodput | pareto (throughput vs TTFT)."),
     slo: Optional[str] = typer.Option(None, "--slo", help="e.g. ttft_p99=2000,tpot_p99=50 (limits, ms) or ttft=..,tpot=.. for goodput."),
@@ -233,7 +266,8 @@ def run_command(
             n_trials=trials, page_size=page_size, tp=tp, mem_fraction_static=mem_fraction_static,
             kv_budget_gb=kv_budget_gb, time_scale=time_scale, extra_args=extra, log_dir=str(log_dir),
             dummy_weights=dummy_weights, try_ratios=_ratios(try_ratios), early_stop=early_stop,
-            heartbeat_s=heartbeat_s, grace_s=grace_s,
+            heartbeat_s=heartbeat_s, grace_s=grace_s, stop_when_known=stop_when_known, noise_floor=noise_floor,
+            cuda_graph_max_bs=_graph_bs(cuda_graph_max_bs),
         )
         for w in workloads
     ]

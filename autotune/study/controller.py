@@ -27,6 +27,7 @@ from autotune.measure.serving_metrics import SLO
 from autotune.study.objective import RETRY, Objective
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO, to_flag
 from autotune.study.plan import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Outcome, StudyPlan, TrialPoint
+from autotune.study.stopping import CEILING, RUN_ALL, NoiseBand, Point, Verdict, judge, noise_band, points_from
 from autotune.study.trial_attrs import (
     ATTR_CONSTRAINTS,
     ATTR_ENQUEUED_AS,
@@ -36,16 +37,20 @@ from autotune.study.trial_attrs import (
     ATTR_RESULT,
     ATTR_RETRY_OF,
     ATTR_SIMULATED,
+    ENQUEUED_REPEAT,
+    STUDY_NOISE_BAND,
+    STUDY_STOPPED_BECAUSE,
     told_state,
 )
 from workers.failures import FailureKind
 from autotune.study.trial_runner import TrialRunner
 from autotune.workloads.spec import check_same_workload
 from workers.early_stop import EarlyStop
-from workers.spec import ServerSpec
+from workers.spec import COMPILE_CACHES, ServerSpec
 from workers.trial import TrialResult, TrialSpec
 
 MAX_RETRY = 3
+MAX_REPEATS = 2  # extra runs for the noise band per study: SGLang's default and the best, once each
 
 
 def storage_for(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, grace_s: int = DEFAULT_GRACE_S) -> RDBStorage:
@@ -172,6 +177,10 @@ def _trials_needed(study: optuna.Study, plan: StudyPlan) -> int:
     return max(plan.n_trials, len(_finished(study)) + waiting)
 
 
+def _waiting(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials that count towards --trials: told by a tuner (state finished, marked final), and not
     a trial Optuna's heartbeat expired (a tuner died around it; its retry counts instead)."""
@@ -212,6 +221,7 @@ def _trial_spec(plan: StudyPlan, trial: optuna.trial.Trial, params: dict[str, An
             backend="sglang" if plan.backend == "sglang" else "sim",
             model_path=plan.model_path, flags=flags,
             sim_flags=plan.sim_flags if plan.simulated else {}, extra_args=plan.extra_args,
+            env_defaults=COMPILE_CACHES,
         ),
         workload=plan.workload,
         slo=plan.objective.slo,
@@ -319,7 +329,8 @@ def run_study(
     *,
     on_event: Callable[[str, dict[str, Any]], None] = lambda kind, data: None,
 ) -> Outcome:
-    """Run until `plan.n_trials` trials have finished (across restarts), then report."""
+    """Run until the stopping rule says the optimum is known (autotune/study/stopping.py) or
+    `plan.n_trials` trials have finished (across restarts), then report."""
     _check_heartbeat(plan, storage)
     study = open_study(plan, storage)
     _reclaim_orphans(study, plan, lambda message: on_event("note", {"message": message}))
@@ -344,6 +355,11 @@ def run_study(
             on_event("progress", {"finished": finished, "total": target, "running": len(in_flight),
                                   "outcome": outcome_of(study, plan)})
             while len(in_flight) < runner.capacity and finished + len(in_flight) < target:
+                if not _waiting(study) and plan.stop_when_known and rule_blocked(plan) is None:
+                    if any(t.user_attrs.get(ATTR_ENQUEUED_AS) or ATTR_RETRY_OF in t.user_attrs for t in in_flight.values()):
+                        break  # judge once every queued candidate is measured
+                    if decide(study, plan, room=target - finished - len(in_flight)) is not None:
+                        break  # the optimum is known: nothing more to ask (the trials in flight finish)
                 trial = study.ask(distributions)
                 trial.set_user_attr(ATTR_OWNER, _owner())
                 heartbeat.add(trial._trial_id)
@@ -376,7 +392,7 @@ def run_study(
         raise
     finally:
         heartbeat.stopped.set()
-    return outcome_of(study, plan)
+    return finish(study, plan)
 
 
 def _requeue_interrupted(study: optuna.Study, trials: list[optuna.trial.Trial]) -> None:
@@ -393,25 +409,114 @@ def _requeue_interrupted(study: optuna.Study, trials: list[optuna.trial.Trial]) 
 
 
 def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
+    """The best ratio against SGLang's default; repeated runs of one ratio count as their mean."""
     done = [t for t in _finished(study) if t.state == TrialState.COMPLETE]
     failed = [t for t in _finished(study) if t.state == TrialState.FAIL]
     pruned = [t for t in _finished(study) if t.state == TrialState.PRUNED]
     feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get(ATTR_CONSTRAINTS, []))]
     default = [t for t in done if _is_default(t.params)]
     if feasible:
-        best = max(feasible, key=lambda t: (t.values[0], -(t.values[1] if len(t.values) > 1 else 0)))
+        best = max(feasible, key=lambda t: (_mean_first(feasible, t), t.values[0], -(t.values[1] if len(t.values) > 1 else 0)))
+        best_values = [_mean_first(feasible, best), *best.values[1:]]
     else:
-        best = None
+        best, best_values = None, None
+    default_values = [_mean_first(default, default[0]), *default[0].values[1:]] if default else None
+    stored = study.user_attrs
     return Outcome(
         study_name=study.study_name,
         best_params=dict(best.params) if best else None,
-        best_values=list(best.values) if best else None,
+        best_values=best_values,
         best_result=best.user_attrs.get(ATTR_RESULT) if best else None,
-        default_values=list(default[0].values) if default else None,
+        default_values=default_values,
         trials_finished=len(done) + len(failed) + len(pruned),
         trials_failed=len(failed),
         points=tuple(_point(t) for t in _finished(study) if RATIO in t.params),
+        stopped_because=stored.get(STUDY_STOPPED_BECAUSE),
+        noise_band=stored.get(STUDY_NOISE_BAND),
     )
+
+
+def _mean_first(trials: list[optuna.trial.FrozenTrial], trial: optuna.trial.FrozenTrial) -> float:
+    """The mean first objective of the trials with `trial`'s parameters (a ratio and its repeats)."""
+    same = [t.values[0] for t in trials if t.params == trial.params]
+    return sum(same) / len(same)
+
+
+# ---------------------------------------------------------------------------------------------- stopping
+
+
+def rule_blocked(plan: StudyPlan) -> str | None:
+    """Why the stopping rule cannot judge this study (None: it can). It reads one objective over one ratio."""
+    if len(plan.objective.directions) > 1:
+        return f"the {plan.objective.name} objective has two values: the study runs every trial"
+    if [p.name for p in plan.space.params] != [RATIO]:
+        return f"the search space {plan.space.name} tunes more than the ratio: the study runs every trial"
+    return None
+
+
+def measured_points(study: optuna.Study) -> list[Point]:
+    """The finished trials as points of the objective over the ratio: a trial stopped early, too
+    slow, failed at its ratio or over the SLO is a lost run."""
+    runs: list[tuple[float, float | None]] = []
+    for trial in _finished(study):
+        if set(trial.params) != {RATIO}:
+            continue
+        feasible = all(c <= 0 for c in trial.user_attrs.get(ATTR_CONSTRAINTS, []))
+        value = trial.values[0] if trial.state == TrialState.COMPLETE and feasible else None
+        runs.append((float(trial.params[RATIO]), value))
+    return points_from(runs)
+
+
+def verdict_of(study: optuna.Study, plan: StudyPlan) -> tuple[Verdict, NoiseBand]:
+    """The stopping rule on the stored trials, and the noise band it judged by."""
+    points = measured_points(study)
+    band = noise_band(points, plan.noise_floor)
+    high = plan.space.distributions(plan.feasible_low())[RATIO].high
+    return judge(points, band, plan.feasible_low(), high), band
+
+
+def decide(study: optuna.Study, plan: StudyPlan, *, room: int) -> Verdict | None:
+    """Called when no queued candidate is left to run. A verdict: stop. None: run what was just
+    queued (repeats of SGLang's default and of the best, once each, before the study stops on a
+    verdict, as far as `room` — trials left under the ceiling — allows), or ask the sampler."""
+    verdict, band = verdict_of(study, plan)
+    _keep(study, STUDY_NOISE_BAND, band.to_dict())
+    if not verdict.stop:
+        return None
+    queued = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_ENQUEUED_AS) == ENQUEUED_REPEAT]
+    once = [p.ratio for p in measured_points(study) if len(p.values) == 1]
+    wanted = []
+    for ratio in (DEFAULT_RATIO, verdict.best_ratio):
+        if ratio is not None and any(abs(ratio - r) < 1e-9 for r in once) and ratio not in wanted:
+            wanted.append(ratio)
+    wanted = wanted[: max(0, min(room, MAX_REPEATS - len(queued)))]
+    for ratio in wanted:
+        study.enqueue_trial({RATIO: ratio}, user_attrs={ATTR_ENQUEUED_AS: ENQUEUED_REPEAT})
+    return None if wanted else verdict
+
+
+def finish(study: optuna.Study, plan: StudyPlan) -> Outcome:
+    """The outcome, with why the study stopped stored on it: the rule's verdict, or the ceiling."""
+    blocked = rule_blocked(plan)
+    if blocked is None:
+        verdict, band = verdict_of(study, plan)
+        _keep(study, STUDY_NOISE_BAND, band.to_dict())
+        if not plan.stop_when_known:
+            why = f"{RUN_ALL} (--run-all-trials); the rule would say: {verdict.describe()}"
+        elif verdict.stop:
+            why = verdict.describe()
+        else:
+            why = f"{CEILING}: --trials {plan.n_trials} reached; {verdict.detail}"
+    else:
+        why = f"{RUN_ALL}: {blocked}"
+    _keep(study, STUDY_STOPPED_BECAUSE, why)
+    return outcome_of(study, plan)
+
+
+def _keep(study: optuna.Study, key: str, value: Any) -> None:
+    """A study user attr, written only when it changed (the loop asks every second while waiting)."""
+    if study.user_attrs.get(key) != value:
+        study.set_user_attr(key, value)
 
 
 def _point(trial: optuna.trial.FrozenTrial) -> TrialPoint:

@@ -25,17 +25,21 @@ from autotune.pools import (
 )
 from autotune.sglang_facts import (
     CHUNKED_PREFILL_SIZE,
+    CUDA_GRAPH_MAX_BS,
     DEFAULT_RATIO,
     KV_CACHE_DTYPE,
     MEM_FRACTION_STATIC,
     PAGE_SIZE,
     TP_SIZE,
+    graph_max_bs_for,
+    sets_cuda_graphs,
 )
 from autotune.pools.modes import require_ratio_to_matter
 from autotune.study.backend import server_version, sglang_release
 from autotune.study.feasibility import check_serviceable, trial_time_budget_s
 from autotune.study.objective import Objective
 from autotune.study.space import SearchSpace, select_space
+from autotune.study.stopping import check_noise_floor
 from autotune.workloads import Workload, concurrency_limit
 
 DEFAULT_SIM_GPU = "H100-80GB"
@@ -44,6 +48,9 @@ DEFAULT_TIME_SCALE = 10.0  # the `sim` server's clock vs the wall; docs/simulato
 # period means its tuner died, and the trial runs again.
 DEFAULT_HEARTBEAT_S = 10
 DEFAULT_GRACE_S = 30
+# The smallest noise band (stopping.py): the search benchmark's "within 1 %" target; the one real
+# repeat so far differed by 0.15 % (docs/real-gpu/README.md), so on GPUs the floor usually sets it.
+DEFAULT_NOISE_FLOOR = 0.01
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,10 @@ class StudyPlan:
     # Server-side seconds a trial's replay may take before it ends as "too slow" (feasibility.py);
     # None: no limit.
     trial_time_budget_s: float | None = None
+    # --trials is a ceiling: stop once the optimum is bracketed or the surface is flat within the
+    # noise band (autotune/study/stopping.py); False runs every trial (`--run-all-trials`).
+    stop_when_known: bool = True
+    noise_floor: float = DEFAULT_NOISE_FLOOR  # the noise band's floor, a share of the best value
 
     @property
     def name(self) -> str:
@@ -150,12 +161,33 @@ class Outcome:
     trials_finished: int
     trials_failed: int
     points: tuple[TrialPoint, ...] = ()
+    stopped_because: str | None = None  # why the study stopped: bracketed, flat, the ceiling (stopping.py)
+    noise_band: dict[str, Any] | None = None  # NoiseBand.to_dict(): what "better" had to beat
 
     @property
     def gain(self) -> float | None:
         if not self.best_values or not self.default_values or not self.default_values[0]:
             return None
         return self.best_values[0] / self.default_values[0] - 1.0
+
+
+def cuda_graph_batch(workload: Workload, extra_args: tuple[str, ...], asked: int | str = "auto") -> int | None:
+    """--cuda-graph-max-bs-decode for a real server: "auto" captures graphs only up to the most
+    requests the workload runs at once (boots faster than SGLang's default of up to 512; every
+    decode batch still replays a graph), unless the flags after `--` decide capture themselves;
+    "sglang" leaves SGLang's default; a number is used as given."""
+    if asked == "sglang":
+        return None
+    if asked == "auto":
+        if sets_cuda_graphs(extra_args):
+            return None
+        limit = concurrency_limit(workload.arrival)
+        return graph_max_bs_for(min(limit, len(workload.requests)) if limit else len(workload.requests))
+    if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
+        raise ValueError(f"--cuda-graph-max-bs {asked!r}: give auto, sglang or a batch size >= 1")
+    if sets_cuda_graphs(extra_args):
+        raise ValueError(f"--cuda-graph-max-bs {asked} and CUDA graph flags after `--` ({' '.join(extra_args)}): give one of them")
+    return asked
 
 
 def resolve_gpu(backend: str, gpu: str | None) -> GPUProfile:
@@ -189,9 +221,13 @@ def build_plan(
     early_stop: bool = True,
     heartbeat_s: int = DEFAULT_HEARTBEAT_S,
     grace_s: int = DEFAULT_GRACE_S,
+    stop_when_known: bool = True,
+    noise_floor: float = DEFAULT_NOISE_FLOOR,
+    cuda_graph_max_bs: int | str = "auto",
 ) -> StudyPlan:
     if not model.hybrid_swa:
         raise ValueError(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")
+    check_noise_floor(noise_floor)
     flags: dict[str, Any] = {}
     if page_size:
         flags[PAGE_SIZE] = page_size
@@ -203,6 +239,8 @@ def build_plan(
         flags.update(DUMMY_LOAD_FLAGS)
     # Flags that make SGLang ignore the ratio are named now, before any GPU is booked.
     require_ratio_to_matter(flags, extra_args)
+    if backend == "sglang" and (graph_bs := cuda_graph_batch(workload, extra_args, cuda_graph_max_bs)) is not None:
+        flags[CUDA_GRAPH_MAX_BS] = graph_bs
     budget = (
         pinned_budget(kv_budget_gb) if kv_budget_gb is not None
         else estimate_budget(model, gpu, tp=tp, mem_fraction_static=mem_fraction_static)
@@ -230,4 +268,5 @@ def build_plan(
         budget_bytes=budget.bytes, server_flags=flags, sim_flags=sim_flags, extra_args=extra_args, log_dir=log_dir,
         try_ratios=tuple(validate_ratio(r) for r in try_ratios), early_stop=early_stop,
         heartbeat_s=heartbeat_s, grace_s=grace_s, trial_time_budget_s=trial_time_budget_s(model, gpu, workload, tp=tp),
+        stop_when_known=stop_when_known, noise_floor=noise_floor,
     )

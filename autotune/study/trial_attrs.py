@@ -21,6 +21,13 @@ ATTR_CONSTRAINTS = "constraints"  # SLO constraint values, <= 0 where the SLO ho
 ATTR_ENQUEUED_AS = "enqueued_as"  # why it was queued: analytic optimum, SGLang default, --try
 ATTR_RETRY_OF = "retry_of"  # the number of the trial it re-runs (that one measured nothing)
 
+# Why a repeat run was queued (its ATTR_ENQUEUED_AS): a second measurement of a ratio for the noise band.
+ENQUEUED_REPEAT = "repeat (noise band)"
+
+# Study user attrs the loop keeps up to date (autotune/study/stopping.py).
+STUDY_NOISE_BAND = "noise_band"  # NoiseBand.to_dict()
+STUDY_STOPPED_BECAUSE = "stopped_because"  # the stopping rule's verdict when the loop ended
+
 
 def told_state(values: Sequence[float] | None, stopped_early: bool) -> TrialState:
     """The state a result is told to Optuna with: FAIL without objective values; PRUNED when it
