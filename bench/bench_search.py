@@ -13,7 +13,10 @@ reduced presets (chat: 96 prompts at concurrency 48; summarization: 32 prompts a
      through `controller.open_study` on an in-memory storage, seeds 0-4 (`StudyPlan.seed`);
    - grid05: step 0.05, ascending from the feasible minimum;
    - random: uniform over the feasible range (Optuna's RandomSampler), seeds 0-4;
-   - cold TPE: the same TPE without the enqueued first trials, seeds 0-4.
+   - cold TPE: the same TPE without the enqueued first trials, seeds 0-4;
+   - ours with the stopping rule: the same study with --trials 8 as a ceiling, `controller.decide`
+     judging before every sampler trial (autotune/study/stopping.py), scored by the boots it spent
+     and whether its answer is within 1 % (docs/stopping.md).
 3. gains of the grid's best over 0.8 (SGLang's default) and over the hand rule (0.15 for MoE, 0.8 for
    dense; docs/reference/seed.md).
 
@@ -49,8 +52,11 @@ from autotune.pools import InsufficientMemory, SWAPoolRefused, estimate_budget, 
 from autotune.sim.config import SimServerConfig  # noqa: E402
 from autotune.sim.run import simulate  # noqa: E402
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO  # noqa: E402
-from autotune.study.controller import open_study, sampler_for  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+from autotune.study.controller import decide, finish, open_study, sampler_for  # noqa: E402
+from autotune.study.trial_attrs import ATTR_FINAL  # noqa: E402
 from autotune.study.objective import Objective  # noqa: E402
+from autotune.study.feasibility import HopelessConfiguration  # noqa: E402
 from autotune.study.plan import StudyPlan, build_plan  # noqa: E402
 from autotune.workloads import Workload, get_preset  # noqa: E402
 
@@ -94,7 +100,11 @@ def choose_tp(model: ModelSpec, gpu, workloads: list[Workload]) -> tuple[int, li
         except InsufficientMemory:
             skipped.append(f"tp={tp}: weights do not fit (InsufficientMemory)")
             continue
-        plan = make_plan(model, gpu, workloads[0], tp)
+        try:
+            plan = make_plan(model, gpu, workloads[0], tp)
+        except HopelessConfiguration as hopeless:  # build_plan refuses it before any trial
+            skipped.append(f"tp={tp}: refused by build_plan: {str(hopeless).split(': ', 1)[1].split('. Fix')[0]}")
+            continue
         try:
             low = plan.feasible_low()
         except ValueError:
@@ -254,6 +264,38 @@ def _ask_tell(study: optuna.Study, plan: StudyPlan, table: Table) -> list[float]
     return proposals
 
 
+def run_stopping(plan: StudyPlan, table: Table, seed: int) -> dict[str, Any]:
+    """The study with its stopping rule, as run_study drives it (one trial at a time): the queued first
+    ratios, then `controller.decide` before every sampler trial (its repeats for the noise band
+    included), up to BUDGET trials. Repeats read the same grid value, so the band is the floor."""
+    _quiet()
+    plan = dataclasses.replace(plan, seed=seed, n_trials=BUDGET)
+    study = open_study(plan, optuna.storages.InMemoryStorage())
+    distributions = plan.space.distributions(plan.feasible_low())
+    proposals: list[float] = []
+    while len(proposals) < BUDGET:
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if not waiting and decide(study, plan, room=BUDGET - len(proposals)) is not None:
+            break
+        trial = study.ask(distributions)
+        proposals.append(trial.params[RATIO])
+        trial.set_user_attr(ATTR_FINAL, True)
+        study.tell(trial, table.lookup(trial.params[RATIO]))
+    outcome = finish(study, plan)
+    short = table.lookup(outcome.best_params[RATIO]) / table.best - 1
+    return {"boots": len(proposals), "reason": outcome.stopped_because.split(":")[0].split(" (")[0], "short": short}
+
+
+def stopping_scores(table: Table, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "stop_boots": [r["boots"] for r in runs],
+        "stop_short": [r["short"] for r in runs],
+        "stop_reasons": [r["reason"] for r in runs],
+        # boots to an answer within 1 %: the boots a study spent, NEVER when it stopped short of 1 %
+        "stop_hit": [r["boots"] if r["short"] >= -WITHIN else NEVER for r in runs],
+    }
+
+
 def coarse_grid(low: float) -> list[float]:
     """Step 0.05 ascending from the feasible minimum (rounded up to the fine grid)."""
     start = grid_ratios(low)[0]
@@ -340,6 +382,46 @@ def budget_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def fmt_boots(values: list[float]) -> str:
+    def one(v: float) -> str:
+        return "short" if v == NEVER else (str(int(v)) if v == int(v) else f"{v:.1f}")
+
+    return f"{one(statistics.median(values))} / {one(max(values))}"
+
+
+def stopping_table(rows: list[dict[str, Any]]) -> str:
+    """The stopping rule per row: boots spent, why it stopped, how far its answer is from the grid's best."""
+    def pct(values: list[float]) -> str:
+        return f"{statistics.median(values) * 100:+.1f} % / {min(values) * 100:+.1f} %"
+
+    def reasons(values: list[str]) -> str:
+        return ", ".join(f"{name} x{values.count(name)}" for name in sorted(set(values)))
+
+    head = ["model", "workload", "grid within 1 %", "boots (median / worst)", "stopped because (5 seeds)",
+            "answer vs best (median / worst)", "boots to within 1 % (median / worst)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["model"], r["workload"], f"{r['share_within'] * 100:.0f} %", fmt_boots(r["stop_boots"]),
+            reasons(r["stop_reasons"]), pct(r["stop_short"]), fmt_boots(r["stop_hit"]),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def stopping_lines(rows: list[dict[str, Any]]) -> list[str]:
+    runs = [(b, h) for r in rows for b, h in zip(r["stop_boots"], r["stop_hit"])]
+    row_medians = [statistics.median(r["stop_hit"]) for r in rows]
+    misses = sum(h == NEVER for _, h in runs)
+    return [
+        f"- before (every study runs `--trials`): {BUDGET} boots in every row and seed",
+        f"- with the stopping rule: median boots over rows {statistics.median(statistics.median(r['stop_boots']) for r in rows):g}"
+        f", over all {len(runs)} runs {statistics.median(b for b, _ in runs):g}, most {max(b for b, _ in runs)}",
+        f"- boots to an answer within 1 % of the grid's best (a run that stopped short counts as never): median over "
+        f"rows {fmt_boots(row_medians).split(' / ')[0]}, over all runs {fmt_boots([h for _, h in runs]).split(' / ')[0]}"
+        f"; runs that stopped short of 1 %: {misses} of {len(runs)}",
+    ]
+
+
 def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
     def count(pred: Callable[[dict[str, Any]], bool]) -> int:
         return sum(1 for r in rows if pred(r))
@@ -385,6 +467,13 @@ def write_doc(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         "",
         budget_table(rows),
         "",
+        f"The stopping rule (`autotune/study/stopping.py`, as `controller.decide` applies it; ceiling {BUDGET} = "
+        "`--trials`' default; noise band = the 1 % floor, since repeats read the same grid value):",
+        "",
+        stopping_table(rows),
+        "",
+        *stopping_lines(rows),
+        "",
         "TP choices: " + "; ".join(meta["tp_notes"]),
         END,
     ])
@@ -422,6 +511,7 @@ def bench_one(pool, cache: Cache, model: ModelSpec, tp: int, work_name: str) -> 
         **strategy_scores(table, "grid05", [coarse_grid(low)[:N_TRIALS]]),
         **strategy_scores(table, "random", [run_random(plan, table, s) for s in SEEDS]),
         **strategy_scores(table, "cold_tpe", [run_cold_tpe(plan, table, s) for s in SEEDS]),
+        **stopping_scores(table, [run_stopping(plan, table, s) for s in SEEDS]),
         "hand_ratio": hand,
         "gain_default": fmt_gain(table.best, value_at(DEFAULT_RATIO), DEFAULT_RATIO, low),
         "gain_hand": fmt_gain(table.best, value_at(hand), hand, low),
@@ -480,6 +570,10 @@ def main() -> None:
         print(line)
     print(f"\nbest after {BUDGET} trials vs the grid's best, rows that are not flat (median / worst):")
     print(budget_table(rows))
+    print(f"\nthe stopping rule (ceiling {BUDGET}):")
+    print(stopping_table(rows))
+    for line in stopping_lines(rows):
+        print(line)
     print(f"total {wall / 60:.1f} min wall", flush=True)
     if args.json:
         finite = [{k: ([None if x == NEVER else x for x in v] if isinstance(v, list) else (None if v == NEVER else v))
