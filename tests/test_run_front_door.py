@@ -121,15 +121,19 @@ def test_sigterm_stops_like_ctrl_c_requeues_the_trials_and_resumes(tmp_path: Pat
     assert "terminated (SIGTERM)" in out and "Run the same command again to resume" in out
     assert "*** SIGTERM received" not in out and "PC: @" not in out and "Traceback" not in out
     study = load_study(url, "tiny-chat")  # the first workload's study: the one interrupted
-    [stopped] = [t for t in study.get_trials() if t.state == TrialState.FAIL]
-    assert stopped.user_attrs[ATTR_FINAL] is False
-    [again] = [t for t in study.get_trials(states=(TrialState.WAITING,)) if t.user_attrs.get(ATTR_RETRY_OF) == stopped.number]
-    assert again.user_attrs[ATTR_ENQUEUED_AS] == "interrupted, run again"
+    stopped = [t for t in study.get_trials() if t.state == TrialState.FAIL]  # one per trial in flight (2 at once)
+    assert 1 <= len(stopped) <= 2
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    for trial in stopped:
+        assert trial.user_attrs[ATTR_FINAL] is False
+        [again] = [t for t in waiting if t.user_attrs.get(ATTR_RETRY_OF) == trial.number]
+        assert again.user_attrs[ATTR_ENQUEUED_AS] == "interrupted, run again"
     # Resumed: the stopped trial runs again at once (no heartbeat wait), and the study completes.
     resumed = subprocess.run([*args[:args.index("--time-scale")], "--time-scale", "20", *args[args.index("--storage"):]],
                              capture_output=True, text=True, cwd=REPO, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "left running by a tuner that died" not in resumed.stdout
     study = load_study(url, "tiny-chat")
-    rerun = [t for t in study.get_trials() if t.user_attrs.get(ATTR_RETRY_OF) == stopped.number]
-    assert rerun and rerun[0].state == TrialState.COMPLETE and rerun[0].params == stopped.params
+    for trial in stopped:
+        rerun = [t for t in study.get_trials() if t.user_attrs.get(ATTR_RETRY_OF) == trial.number]
+        assert rerun and rerun[0].state == TrialState.COMPLETE and rerun[0].params == trial.params
