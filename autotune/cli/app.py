@@ -9,6 +9,7 @@ import typer
 from autotune.cli.console import console, print_json
 from autotune.cli.errors import fail, user_errors
 from autotune.cli.listing import Column, json_option, show
+from autotune.cli.modes_view import ChunkFlag, MaxRunningFlag, OverlapOffFlag, RadixOffFlag, UnifiedFlag
 from autotune.hardware import load_gpu
 from autotune.models import ModelSpec, catalog_specs, load_model
 from autotune.sglang_facts import DEFAULT_RATIO
@@ -126,9 +127,18 @@ def pools_command(
     ),
     kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV cache dtype: bf16, fp16, fp8_e4m3, fp8_e5m2."),
     max_total_tokens: Optional[int] = typer.Option(None, "--max-total-tokens", help="SGLang's cap on the full pool."),
+    enable_unified_memory: UnifiedFlag = False,
+    max_running_requests: MaxRunningFlag = None,
+    disable_radix_cache: RadixOffFlag = False,
+    chunked_prefill_size: ChunkFlag = None,
+    disable_overlap_schedule: OverlapOffFlag = False,
+    sglang_version: Optional[str] = typer.Option(
+        None, "--sglang-version", help="The SGLang release whose memory-mode sizing to use (0.5.17, 0.5.23). "
+                                       "Default: the installed SGLang, else the simulator's release."),
     as_json: bool = json_option(),
 ) -> None:
-    """Print the full and SWA pool sizes SGLang would log, and the feasible ratio range."""
+    """Print the full and SWA pool sizes SGLang would log, and the feasible ratio range (or, with a flag
+    that selects another memory mode, that mode's pools or arena)."""
     for r in ratio:
         validate_ratio(r)
     model = load_model(model_ref)
@@ -140,6 +150,15 @@ def pools_command(
         return
     geometry = KVGeometry.of(model, tp=tp, kv_dtype=kv_dtype)
     budget = resolve_budget(model, gpu, tp=tp, kv_budget_gb=kv_budget_gb, mem_fraction_static=mem_fraction_static)
+    if enable_unified_memory or max_running_requests is not None:
+        if _show_other_mode(
+            model, geometry, budget, gpu=gpu, ratio=ratio[0], page_size=page_size, release=sglang_version,
+            enable_unified_memory=enable_unified_memory, max_running_requests=max_running_requests,
+            disable_radix_cache=disable_radix_cache, chunked_prefill_size=chunked_prefill_size,
+            disable_overlap_schedule=disable_overlap_schedule, max_total_tokens=max_total_tokens, as_json=as_json,
+            extra={"tp": tp, "page_size": page_size, "kv_dtype": kv_dtype},
+        ):
+            return
     low = min_feasible_ratio(geometry, budget.bytes, page_size, max_total_tokens=max_total_tokens)
     if low is None:
         fail(f"no ratio in (0, 1] boots: even at 1.0 the SWA pool cannot hold one window plus a page "
@@ -212,6 +231,11 @@ def plan_command(
         help="The SGLang release whose per-request SWA footprint to assume (0.5.17, 0.5.23). "
              "Default: the installed SGLang, else the simulator's release.",
     ),
+    enable_unified_memory: UnifiedFlag = False,
+    max_running_requests: MaxRunningFlag = None,
+    disable_radix_cache: RadixOffFlag = False,
+    chunked_prefill_size: ChunkFlag = None,
+    disable_overlap_schedule: OverlapOffFlag = False,
     as_json: bool = json_option(),
 ) -> None:
     """The capacity model's view, before any trial: the analytic optimum per workload, the layout
@@ -230,6 +254,16 @@ def plan_command(
     budget = resolve_budget(model, gpu, tp=tp, kv_budget_gb=kv_budget_gb, mem_fraction_static=mem_fraction_static)
     chunk = default_chunked_prefill_size(profile.memory_mib)
     release = sglang_version or _installed_sglang_release()
+    if enable_unified_memory or max_running_requests is not None:
+        if _show_other_mode(
+            model, geometry, budget, gpu=gpu, ratio=DEFAULT_RATIO, page_size=page_size, release=release,
+            enable_unified_memory=enable_unified_memory, max_running_requests=max_running_requests,
+            disable_radix_cache=disable_radix_cache, chunked_prefill_size=chunked_prefill_size,
+            disable_overlap_schedule=disable_overlap_schedule, max_total_tokens=None, as_json=as_json,
+            extra={"tp": tp, "page_size": page_size, "workloads": [item.name for item in workloads],
+                   "note": "The capacity model predicts the static split only; this mode has no ratio to plan."},
+        ):
+            return
     rows, refusals = [], []
     for item in workloads:
         shape = workload_shape(item)
@@ -267,6 +301,41 @@ def plan_command(
         extra={"model": model.name, "gpu": gpu, "tp": tp, "kv_budget_bytes": budget.bytes, "kv_budget_source": budget.source,
                "sglang_version": release},
     )
+
+
+def _show_other_mode(model: ModelSpec, geometry: KVGeometry, budget: KVBudget, *, gpu: str, ratio: float, page_size: int,
+                     release: Optional[str], enable_unified_memory: bool, max_running_requests: Optional[int],
+                     disable_radix_cache: bool, chunked_prefill_size: Optional[int], disable_overlap_schedule: bool,
+                     max_total_tokens: Optional[int], as_json: bool, extra: dict) -> bool:
+    """Show the memory mode the flags select when it is not the static split; False when it is."""
+    from autotune.cli.modes_view import is_static, selected_mode, show_mode, size_mode
+    from autotune.pools import default_chunked_prefill_size
+
+    release = release or _installed_sglang_release()
+    chunk = chunked_prefill_size if chunked_prefill_size is not None else default_chunked_prefill_size(load_gpu(gpu).memory_mib)
+    mode = selected_mode(enable_unified_memory=enable_unified_memory, max_running_requests=max_running_requests,
+                         disable_radix_cache=disable_radix_cache, chunked_prefill_size=chunk, release=release)
+    if is_static(mode):
+        return False
+    from autotune.pools import NotEnoughMemory, SWAPoolRefused
+
+    try:
+        sizing, refusal = size_mode(mode, geometry, budget.bytes, ratio=ratio, page_size=page_size, release=release,
+                                    max_running_requests=max_running_requests, chunked_prefill_size=chunk,
+                                    disable_overlap_schedule=disable_overlap_schedule,
+                                    max_total_tokens=max_total_tokens), None
+    except (NotEnoughMemory, SWAPoolRefused) as exc:
+        sizing, refusal = None, str(exc)
+    header = [
+        _describe_model(model),
+        f"KV bytes/token per GPU: F = {geometry.full_bytes} (full layers), S = {geometry.swa_bytes} (SWA layers); page size {page_size}",
+        f"KV budget on {gpu}: {budget.bytes / 1e9:.4f} GB = {budget.gib:.3f} GiB ({budget.source}); SGLang {release} rules",
+    ]
+    show_mode(mode, sizing, as_json=as_json, header=header, refusal=refusal,
+              extra={"model": model.name, "gpu": gpu, "sglang_version": release, "chunked_prefill_size": chunk,
+                     "kv_bytes_per_token": {"full": geometry.full_bytes, "swa": geometry.swa_bytes},
+                     "kv_budget_bytes": budget.bytes, "kv_budget_source": budget.source, **extra})
+    return True
 
 
 def _installed_sglang_release() -> str:

@@ -72,8 +72,13 @@ def _settings(flags: Mapping[str, object], extra_args: Sequence[str]) -> dict[st
     return settings
 
 
-def memory_mode(flags: Mapping[str, object], extra_args: Sequence[str] = ()) -> MemoryMode:
-    """The memory mode the server flags select (hyphenated flag names, as the plan keeps them)."""
+def memory_mode(flags: Mapping[str, object], extra_args: Sequence[str] = (), *,
+                sglang_version: str | None = None) -> MemoryMode:
+    """The memory mode the server flags select (hyphenated flag names, as the plan keeps them).
+    `sglang_version` only matters for an unchunked prefill: 0.5.17's request-cap configurator
+    applies to any --chunked-prefill-size SGLang set (even -1), 0.5.23's only to a positive one."""
+    from autotune.pools.mode_sizing import request_cap_applies
+
     s = _settings(flags, extra_args)
     if s.get("disable-hybrid-swa-memory"):
         return MemoryMode(SINGLE_POOL, "--disable-hybrid-swa-memory turns the SWA/full split off: every layer's KV "
@@ -82,7 +87,8 @@ def memory_mode(flags: Mapping[str, object], extra_args: Sequence[str] = ()) -> 
         return MemoryMode(UNIFIED, "--enable-unified-memory replaces the two static pools with one byte arena that "
                                    "SGLang splits between them at run time")
     chunk = s.get("chunked-prefill-size")
-    chunked = chunk is None or int(chunk) > 0  # SGLang chunks by default; -1 or 0 turns it off
+    # SGLang chunks by default; -1 or 0 turns it off (0.5.23's is_applicable; 0.5.17 still applies)
+    chunked = chunk is None or request_cap_applies(sglang_version or "0.5.23", int(chunk))
     if s.get("max-running-requests") is not None and s.get("disable-radix-cache") and chunked:
         return MemoryMode(REQUEST_CAP, f"--max-running-requests {s['max-running-requests']} with --disable-radix-cache "
                                        "and chunked prefill: SGLang sizes the SWA pool from a per-request cap (window "
