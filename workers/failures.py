@@ -64,6 +64,13 @@ def classify_boot_log(log: str) -> tuple[FailureKind, str] | None:
     return None
 
 
+def crash_line(log: str) -> str | None:
+    """The exception a server died of: its log's last exception line (SGLang's own words, e.g.
+    `torch.AcceleratorError: CUDA error: device-side assert triggered`), or None."""
+    exceptions = _EXCEPTION.findall(log)
+    return exceptions[-1].strip() if exceptions else None
+
+
 _LAYOUT = re.compile(r"full_layer_tokens=(\d+), swa_layer_tokens=(\d+)")
 _MAX_TOTAL = re.compile(r"max_total_num_tokens=(\d+)")
 

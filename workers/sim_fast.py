@@ -37,7 +37,9 @@ def run_sim_fast(spec: TrialSpec) -> TrialResult:
     except InsufficientMemory as oom:
         return TrialResult(ok=False, failure=FailureKind.OUT_OF_MEMORY, message=str(oom), finished_at=time.time(), **base)
     failed = sum(not o.success for o in result.outcomes)
-    if result.overran:
+    if result.crashed:  # the server's own words: its log's exception line
+        failure, message = FailureKind.CRASHED, result.crashed
+    elif result.overran:
         failure, message = FailureKind.TOO_SLOW, too_slow_message(len(result.outcomes) - failed, len(result.outcomes), budget)
     elif result.hung:
         failure, message = FailureKind.HANG, "the simulated server hung: waiting requests could never be admitted"

@@ -178,6 +178,8 @@ def run_trial(
         outcomes, duration = replayed.outcomes, replayed.duration_s
         died = not server.alive  # requests can fail faster than the watchdog looks: ask the process
     except TrialFailure as failure:
+        if failure.kind is FailureKind.CRASHED:  # the message is the server's own words where its log has them
+            failure.message = _died_of(server, failure.message)
         return TrialResult(
             finished_at=time.time(), ok=False, failure=failure.kind, message=failure.message,
             log_tail=failure.log_tail or server.log_tail(),
@@ -194,7 +196,8 @@ def run_trial(
     failure, message = None, ""
     if died:
         failure = FailureKind.CRASHED
-        message = f"the server process died during the replay (exit code {server_exit}); {counts['failed']} requests failed"
+        message = _died_of(server, f"the server process died during the replay (exit code {server_exit}); "
+                                   f"{counts['failed']} requests failed")
     elif overran:
         failure = FailureKind.TOO_SLOW
         message = too_slow_message(len(outcomes), len(spec.workload.requests), spec.time_budget_s)
@@ -213,3 +216,14 @@ def run_trial(
         server_counters=scraper.counter_deltas(),
         client_counts=counts, stopped_early=replayed.stopped_early or overran, server_memory=memory, **base,
     )
+
+
+def _died_of(server: ServerProcess, fallback: str) -> str:
+    """A crashed trial's message: the exception line the server's log ends with, else `fallback`."""
+    from workers.failures import crash_line
+
+    try:
+        line = crash_line(server.log_tail())
+    except OSError:
+        line = None
+    return line or fallback

@@ -78,6 +78,7 @@ class SimArgs:
     enable_metrics: bool
     disable_hybrid_swa_memory: bool
     disable_radix_cache: bool
+    enable_unified_memory: bool  # one byte arena for both pools (autotune/pools/mode_sizing.py)
     skip_tokenizer_init: bool  # output_ids only, no text (BatchTokenIDOutput); text prompts refused
     tp_size: int
     kv_cache_dtype: str
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--enable-metrics", action="store_true")
     add("--disable-hybrid-swa-memory", action="store_true")
     add("--disable-radix-cache", action="store_true")
+    add("--enable-unified-memory", action="store_true",
+        help="One KV byte arena for both pools, split at run time; --sglang-version picks the release's rules.")
     add("--skip-tokenizer-init", action="store_true")
     add("--tp-size", "--tp", "--tensor-parallel-size", dest="tp_size", type=int, default=1)
     add("--kv-cache-dtype", default="auto", choices=sorted(KV_DTYPE_BYTES))
@@ -275,6 +278,7 @@ def server_config(args: SimArgs, model: ModelSpec, gpu: GPUProfile) -> SimServer
         mem_fraction_static=args.mem_fraction_static,
         kv_budget_bytes=pinned_budget(args.kv_budget_gb).bytes if args.kv_budget_gb is not None else None,
         disable_hybrid_swa_memory=args.disable_hybrid_swa_memory,
+        enable_unified_memory=args.enable_unified_memory,
         tp_size=args.tp_size,
         kv_cache_dtype=args.kv_cache_dtype,
         speculative_accept_length=args.speculative_accept_length,

@@ -13,7 +13,8 @@ from autotune.hardware.profile import GIB, GPUProfile
 from autotune.models.spec import ModelSpec
 from autotune.pools.footprint import ReleaseRules, release_rules
 from autotune.pools.budget import KVBudget, default_chunked_prefill_size, estimate_budget
-from autotune.pools.sizing import KVGeometry, PoolLayout, size_pools, validate_ratio
+from autotune.pools.mode_sizing import ModeSizing, size_unified
+from autotune.pools.sizing import KVGeometry, PoolLayout, layout_from_max_tokens, size_pools, validate_ratio
 from autotune.sglang_facts import DEFAULT_RATIO
 from autotune.sim.own_flags import EMULATED_SGLANG_VERSION
 from autotune.sim.request import floor_page
@@ -37,6 +38,7 @@ class SimServerConfig:
     mem_fraction_static: float | None = None
     kv_budget_bytes: int | None = None  # the simulator's --kv-budget-gb, pinned
     disable_hybrid_swa_memory: bool = False
+    enable_unified_memory: bool = False  # one byte arena (autotune/pools/mode_sizing.py)
     tp_size: int = 1
     kv_cache_dtype: str = "bf16"
     speculative_accept_length: float | None = None
@@ -78,6 +80,10 @@ class SimServerConfig:
     def hybrid(self) -> bool:
         return self.model.hybrid_swa and not self.disable_hybrid_swa_memory
 
+    @property
+    def unified(self) -> bool:
+        return self.enable_unified_memory and self.hybrid
+
 
 @dataclass(frozen=True)
 class StartUp:
@@ -90,6 +96,7 @@ class StartUp:
     max_running_requests: int
     context_len: int
     log_lines: tuple[str, ...]
+    arena: ModeSizing | None = None  # --enable-unified-memory: the arena and its nominal caps
 
     @property
     def kv_cache_gib(self) -> float:
@@ -130,7 +137,19 @@ def start_up(config: SimServerConfig) -> StartUp:
     weights_gib = config.model.weight_bytes_per_rank(config.tp_size) / GIB
     lines = [f"Load weight end. type={config.model.architecture}, dtype=torch.bfloat16, avail mem={budget.gib + weights_gib:.2f} GB, mem usage={weights_gib:.2f} GB."]
     layout: PoolLayout | None = None
-    if config.hybrid:
+    arena: ModeSizing | None = None
+    if config.unified:
+        geometry = KVGeometry.of(config.model, tp=config.tp_size, kv_dtype=config.kv_cache_dtype)
+        arena = size_unified(geometry, budget.bytes, config.ratio, config.page_size, config.sglang_version,
+                             max_total_tokens=config.max_total_tokens)
+        layout = layout_from_max_tokens(geometry, arena.full_tokens, config.ratio, config.page_size, check=False)
+        full, swa = arena.full_tokens, arena.swa_tokens
+        lines.append(layout.log_line())
+        joint = arena.kv_bytes // (geometry.full_bytes + geometry.swa_bytes) - config.page_size  # page 0: the padding anchor
+        lines.append("[unified-memory-pool] UNIFIED MEMORY POOL ENABLED -- path=SWA hybrid")
+        lines.append(f"[unified-memory-pool]   total_bytes={arena.kv_bytes} (={arena.kv_bytes / GIB:.2f} GB), "
+                     f"full_max_total_num_tokens={full}, swa_max_total_num_tokens={swa}, joint_available={joint} slots")
+    elif config.hybrid:
         geometry = KVGeometry.of(config.model, tp=config.tp_size, kv_dtype=config.kv_cache_dtype)
         layout = size_pools(
             geometry, budget.bytes, config.ratio, config.page_size, max_total_tokens=config.max_total_tokens
@@ -155,4 +174,5 @@ def start_up(config: SimServerConfig) -> StartUp:
         max_running_requests=max_running,
         context_len=context_len,
         log_lines=tuple(lines),
+        arena=arena,
     )

@@ -47,6 +47,21 @@ class EngineStats:
         return max(self.full_token_usage, self.swa_token_usage)
 
 
+def _arena_config(config: SimServerConfig, startup: StartUp) -> dict:
+    """--enable-unified-memory: the arena the scheduler allocates from, and the release's rules."""
+    arena = startup.arena
+    if arena is None:
+        return {}
+    old = arena.release and not arena.borrows_beyond_caps  # 0.5.17: the static caps bind
+    return {
+        "arena_bytes": arena.kv_bytes,
+        "full_token_bytes": config.model.full_layer_bytes(config.tp_size, config.kv_cache_dtype) * len(config.model.full_layer_ids),
+        "swa_token_bytes": config.model.swa_layer_bytes(config.tp_size, config.kv_cache_dtype) * len(config.model.swa_layer_ids),
+        "joint_admission": not old,
+        "crash_beyond_static_caps": bool(old),
+    }
+
+
 class SimEngine:
     def __init__(self, config: SimServerConfig) -> None:
         self.config = config
@@ -69,10 +84,12 @@ class SimEngine:
                 fixed_length_full_reservation=config.fixed_length_full_reservation,
                 shrink_chunk_on_transient_swa_pressure=config.shrink_chunk_on_transient_swa_pressure,
                 rules=config.rules,
+                **_arena_config(config, self.startup),
             ),
             self.timing,
         )
         self.published = self.live_stats()
+        self.crashed = None  # the DeviceAssert the server died of (0.5.17 unified memory)
 
     # -- driving ----------------------------------------------------------------------------
     def add(self, request: SimRequest) -> None:

@@ -15,6 +15,7 @@ from autotune.measure.serving_metrics import SLO, RequestOutcome, ServingSummary
 from autotune.measure.server_metrics import MetricSample, SeriesSummary, summarize_series
 from autotune.sim.config import SimServerConfig, StartUp
 from autotune.sim.engine import SimEngine
+from autotune.sim.pool import DeviceAssert
 from autotune.sim.request import SimRequest
 from autotune.workloads import RequestSpec, Workload, concurrency_limit, send_offsets
 
@@ -32,6 +33,7 @@ class SimResult:
     log_lines: tuple[str, ...]
     simulated: bool = True
     overran: bool = False  # stopped at the time budget: the outcomes cover what finished by then
+    crashed: str | None = None  # the server died: its log's exception line (0.5.17 unified memory)
 
 
 def _outcome(spec: RequestSpec, req: SimRequest, t0: float) -> RequestOutcome:
@@ -105,7 +107,15 @@ def _drive(
             req = SimRequest(rid=str(spec.index), prompt_len=spec.prompt_len, max_new_tokens=spec.output_len, arrival_s=send_s)
             live[spec.index] = req
             engine.add(req)
-        report = engine.step(now)
+        try:
+            report = engine.step(now)
+        except DeviceAssert as crash:  # the server process dies: every request in flight fails
+            engine.crashed = crash
+            logs.extend(crash_log_lines(crash))
+            for req in live.values():
+                if req.finish_s is None:
+                    req.error = crash.sglang_line
+            return live, now, False
         if report.log_line:
             logs.append(report.log_line)
         if report.kind == "idle":
@@ -153,9 +163,9 @@ def simulate(
     specs = workload.requests
     offsets = send_offsets(workload.arrival, specs)
     samples: list[MetricSample] = []
-    live, end, hung = _drive(
+    live, end, hung = (({}, t, False) if engine.crashed else _drive(
         engine, specs, offsets, concurrency_limit(workload.arrival), t, samples, sample_interval_s, logs, time_budget_s
-    )
+    ))
     samples.append(engine.sample(end - t))
     outcomes = tuple(_outcome(spec, live[spec.index], t) if spec.index in live else _unsent(spec) for spec in specs)
     duration = end - t
@@ -169,7 +179,20 @@ def simulate(
         hung=hung,
         overran=time_budget_s is not None and end - t > time_budget_s,
         log_lines=tuple(logs),
+        crashed=engine.crashed.sglang_line if engine.crashed else None,
     )
+
+
+def crash_log_lines(crash: DeviceAssert) -> list[str]:
+    """What SGLang 0.5.17 logged when it died (docs/real-gpu/unified.md: a flood of index asserts,
+    then the scheduler's traceback ending in the exception line)."""
+    return [
+        "IndexKernel.cu:111: operator(): Assertion `-sizes[i] <= index && index < sizes[i] && \"index out of bounds\"` failed.",
+        f"(simulator) the {crash.side} side holds {crash.occupied} slots, past its static cap {crash.cap}",
+        "Scheduler hit an exception: Traceback (most recent call last):",
+        '  File "sglang/srt/layers/attention/triton_backend.py", line 2076, in update_sliding_window_buffer (simulated)',
+        crash.sglang_line,
+    ]
 
 
 def _unsent(spec: RequestSpec) -> RequestOutcome:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from autotune.pools.footprint import ReleaseRules, decode_free_to, insert_nodes, locked_tail, release_rules
-from autotune.sim.pool import TokenPool
+from autotune.sim.pool import Arena, DeviceAssert, TokenPool, arena_pools
 from autotune.sim.request import CLIP_MAX_NEW_TOKENS, SimRequest, ceil_page, floor_page
 from autotune.sim.timing import DecodeBatch, PrefillChunk, TimingModel
 
@@ -64,6 +64,14 @@ class SchedulerConfig:
     shrink_chunk_on_transient_swa_pressure: bool = False
     # The release's footprint rules: what a prefill checkpoint frees, the decode eviction cadence.
     rules: ReleaseRules = release_rules()
+    # --enable-unified-memory: the arena's bytes and per-token bytes of each side (None: two static pools).
+    # 0.5.23 admits against the joint byte budget (SharedSWAPrefillBudget); 0.5.17 died with a
+    # device-side assert at the first prefill after a side passed its static cap (measured).
+    arena_bytes: int | None = None
+    full_token_bytes: int = 0
+    swa_token_bytes: int = 0
+    joint_admission: bool = True
+    crash_beyond_static_caps: bool = False
 
     @property
     def min_new_token_ratio(self) -> float:
@@ -119,6 +127,21 @@ class _Budget:
     total_offset: float = 0.0
     current_offset: float = 0.0
     swa_offset: float = 0.0
+    arena: Arena | None = None  # 0.5.23's unified memory: the joint byte budget applies too
+
+    def joint_fits(self, full_tokens: float, swa_tokens: float) -> bool:
+        """SharedSWAPrefillBudget._fits: this round's full and SWA reservations in the same bytes."""
+        if self.arena is None:
+            return True
+        return self.arena.fits(full_tokens + self.total_offset, swa_tokens + self.swa_offset)
+
+    def joint_room(self) -> int:
+        """The largest chunk whose full and SWA slots both fit the joint budget (_joint_chunk_cap, roughly)."""
+        if self.arena is None:
+            return 1 << 60
+        a = self.arena
+        free = a.reclaimable_bytes() - self.total_offset * a.full_bytes - self.swa_offset * a.swa_bytes
+        return int(free // (a.full_bytes + a.swa_bytes)) - self.page
 
     @property
     def remaining_total(self) -> float:
@@ -155,8 +178,14 @@ class Scheduler:
     def __init__(self, config: SchedulerConfig, timing: TimingModel) -> None:
         self.config = config
         self.timing = timing
-        self.full = TokenPool("full", config.full_tokens)
-        self.swa = TokenPool("swa", config.swa_tokens) if config.hybrid else None
+        self.arena: Arena | None = None
+        if config.arena_bytes is not None and config.hybrid:
+            self.arena = arena_pools(config.arena_bytes, config.full_token_bytes, config.swa_token_bytes,
+                                     config.full_tokens, config.swa_tokens)
+            self.full, self.swa = self.arena.full, self.arena.swa
+        else:
+            self.full = TokenPool("full", config.full_tokens)
+            self.swa = TokenPool("swa", config.swa_tokens) if config.hybrid else None
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
         self.chunked: SimRequest | None = None
@@ -197,7 +226,8 @@ class Scheduler:
         cfg = self.config
         if len(self.running) >= cfg.max_running_requests and self.chunked is None:
             return []
-        budget = _Budget(self.full, self.swa, cfg.page_size, self.window)
+        budget = _Budget(self.full, self.swa, cfg.page_size, self.window,
+                         arena=self.arena if cfg.joint_admission else None)
         for r in self.running:
             ratio = 1.0 if r.ignore_eos and cfg.fixed_length_full_reservation else self.new_token_ratio
             budget.total_offset += min(r.remaining_new_tokens, CLIP_MAX_NEW_TOKENS) * ratio
@@ -208,7 +238,7 @@ class Scheduler:
         chunk_pending = False
         if self.chunked is not None:  # add_chunked_req: the request in chunks goes first
             req = self.chunked
-            room = min(rem_chunk, int(budget.remaining_total))
+            room = min(rem_chunk, int(budget.remaining_total), budget.joint_room())
             if self.swa is not None:
                 room = min(room, int(budget.remaining_swa) - cfg.page_size)
             left = req.fill_len - req.prefilled
@@ -247,6 +277,12 @@ class Scheduler:
                     if cap <= 0:
                         break
                     chunk_limit = min(chunk_limit, cap)
+            if self.arena is not None and not budget.joint_fits(
+                total, budget.swa_tokens(ceil_page(extend, cfg.page_size), max_new, chunk_limit)
+            ):
+                if extend <= chunk_limit or budget.joint_room() <= 0:
+                    break  # the joint byte budget fails: the request waits
+                chunk_limit = min(chunk_limit, floor_page(budget.joint_room(), cfg.page_size))
             if extend <= chunk_limit:
                 paged = ceil_page(extend, cfg.page_size)
                 if paged > min(budget.remaining_current, budget.remaining_total):
@@ -257,7 +293,7 @@ class Scheduler:
                 batch.append((req, extend, True))
                 budget.reserve(extend, max_new, chunk_limit)
             else:
-                room = min(chunk_limit, int(budget.remaining_total))
+                room = min(chunk_limit, int(budget.remaining_total), budget.joint_room())
                 if self.swa is not None:
                     room = min(room, int(budget.remaining_swa) - cfg.page_size)
                 extend = floor_page(room, cfg.page_size)
@@ -283,6 +319,7 @@ class Scheduler:
         for req, extend, done in batch:
             if req.scheduled_s is None:
                 req.scheduled_s = now
+            self._check_static_caps(req, extend)
             self._grow(req, extend)
             req.prefilled += extend
             new_tokens += extend
@@ -318,6 +355,8 @@ class Scheduler:
     def _decode_fits(self, reqs: list[SimRequest], tokens: int) -> bool:
         need = self._decode_need(reqs, tokens)
         if need > self.full.free_or_evictable:
+            return False
+        if self.arena is not None and not self.arena.fits(need, need):
             return False
         return self.swa is None or need <= self.swa.free_or_evictable
 
@@ -427,6 +466,21 @@ class Scheduler:
         line += f"cuda graph: True, gen throughput (token/s): {self.gen_throughput:.2f}, #queue-req: {len(self.waiting)}"
         self.last_decode_log = line
         return line
+
+    def _check_static_caps(self, req: SimRequest, extend: int) -> None:
+        """0.5.17's unified memory, as measured (docs/real-gpu/unified.md): the server died in a
+        prefill (extend) forward once a side held more slots than its static pool: the SWA side
+        after decodes took it past its cap (chat at 64 in flight), the full side on the prefill that
+        took it past its cap (8k prompts). Emulated as: a prefill (extend) whose slots would leave
+        either side's occupied slots (used + cached) above its static cap raises the server's
+        device-side assert."""
+        if self.arena is None or not self.config.crash_beyond_static_caps:
+            return
+        page = self.config.page_size
+        pages = ceil_page(req.kv_len + extend, page) - ceil_page(req.kv_len, page)
+        for side in (self.full, self.swa):
+            if side.occupied + pages > side.capacity:
+                raise DeviceAssert(side.name, side.occupied + pages, side.capacity)
 
     # -- KV bookkeeping ----------------------------------------------------------------------
     def _grow(self, req: SimRequest, tokens: int) -> None:

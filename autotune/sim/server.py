@@ -44,6 +44,8 @@ from aiohttp import web
 from autotune.hardware import GIB, load_gpu
 from autotune.models import ModelError
 from autotune.pools import SWAPoolRefused
+from autotune.sim.pool import DeviceAssert
+from autotune.sim.run import crash_log_lines
 from autotune.sim.api import (
     FILLER_TEXT,
     BadRequest,
@@ -538,7 +540,10 @@ class SimServer:
         if task.cancelled():
             return
         exc = task.exception()
-        logger.error("Scheduler hit an exception: %r", exc, exc_info=exc)
+        if isinstance(exc, DeviceAssert):  # 0.5.17 unified memory: SGLang's own words, then the process exits
+            logger.error("\n".join(crash_log_lines(exc)))  # one record: the traceback's lines print raw
+        else:
+            logger.error("Scheduler hit an exception: %r", exc, exc_info=exc)
         self.exit_code = 1
         self.stop.set()
 
