@@ -72,6 +72,7 @@ class Exported:
     path: Path
     ratio: float
     simulated: bool
+    memory_mode: str = "static"  # "unified" when unified memory beat the tuned ratio (the file sets it)
 
 
 def export_optima(
@@ -101,10 +102,38 @@ def export_optima(
             "server_version": optimum.server_version, "objective": f"{optimum.objective_name} {optimum.objective_value:.1f}",
             f"gain_over_{DEFAULT_RATIO}": None if optimum.gain is None else round(optimum.gain, 4), "exported_at": now,
         }
+        flags = config_flags(optimum.params)
+        mode = memory_mode_winner(store, optimum)  # `autotune run --modes static,unified`: the winner and its evidence
+        if mode is not None:
+            provenance.update(mode["provenance"])
+            flags = mode["flags"] or flags
         path = out_dir / file_name(optimum.model, optimum.workload)
-        atomic_write(path, config_text(config_flags(optimum.params), provenance))
+        atomic_write(path, config_text(flags, provenance))
         entries.setdefault(optimum.model, {})[optimum.workload] = {"file": path.name, "ratio": optimum.ratio, **provenance}
         store.record_export(ExportRecord(model=optimum.model, path=str(path), ratio=optimum.ratio, provenance=provenance))
-        exported.append(Exported(optimum.model, optimum.workload, path, optimum.ratio, optimum.simulated))
+        exported.append(Exported(optimum.model, optimum.workload, path, optimum.ratio, optimum.simulated,
+                                 provenance.get("memory_mode", "static")))
     atomic_write(index_path, yaml.safe_dump({"generated_by": "swa-autotune", "updated_at": now, "models": entries}, sort_keys=True))
     return exported
+
+
+def memory_mode_winner(store: Store, optimum: OptimumRecord) -> dict[str, Any] | None:
+    """Where unified memory was measured beside this optimum's study (autotune/study/modes.py): the
+    flags of the winner (`enable-unified-memory: true` when it beat the tuned ratio, else None: keep
+    the ratio) and the evidence, for the file's header and the index."""
+    from autotune.study.modes import UNIFIED, UNIFIED_FLAG, mode_outcome, winner
+
+    unified = mode_outcome(store.url.render_as_string(hide_password=False), optimum.study_name)
+    if unified is None:
+        return None
+    won = winner(optimum.objective_value, optimum.ratio, unified)
+    evidence = won["evidence"][UNIFIED]
+    provenance = {
+        "memory_mode": won["mode"],
+        "unified_study": evidence["study"],
+        "unified_value": None if evidence["value"] is None else round(evidence["value"], 1),
+        "unified_outcome": evidence["failure"] or "ok",
+        "static_ratio": optimum.ratio,
+        "static_value": round(optimum.objective_value, 1),
+    }
+    return {"flags": {UNIFIED_FLAG: True} if won["mode"] == UNIFIED else None, "provenance": provenance}

@@ -87,3 +87,54 @@ def is_static(mode: MemoryMode) -> bool:
 
 
 __all__ = ["SINGLE_POOL", "is_static", "selected_mode", "show_mode", "size_mode"]
+
+
+# -- `autotune run --modes static,unified`: the memory-mode comparison in the run's report ----------
+
+
+def add_mode_rows(rows: list[dict[str, Any]], outcomes: list[Any]) -> None:
+    """Each workload's row gains `memory_modes`: static's best against unified's, and the winner."""
+    from autotune.study.modes import winner
+
+    by_base = {o.study_name.rsplit("::", 1)[0]: o for o in outcomes}
+    for row in rows:
+        unified = by_base.get(row["study"])
+        if unified is None:
+            continue
+        row["memory_modes"] = {**winner(row["best_value"], row["best_ratio"], unified), "unified": unified.to_dict()}
+
+
+def modes_table(rows: list[dict[str, Any]], unit: str):
+    """Static (tuned ratio) against unified memory per workload, with a bar each on one scale."""
+    from rich.text import Text
+
+    out = Text(f"Memory modes ({unit}): the tuned static split against unified memory\n", style="bold")
+    for row in rows:
+        modes = row.get("memory_modes")
+        if not modes:
+            continue
+        unified = modes["unified"]
+        static_value, unified_value = row["best_value"], unified["value"]
+        top = max(v for v in (static_value, unified_value, 1.0) if v is not None)
+        out.append(f" {row['workload']}\n")
+        for label, value, note in (
+            (f"static {row['best_ratio']:.3f}" if row["best_ratio"] is not None else "static", static_value, ""),
+            ("unified", unified_value, unified["failure"] or ""),
+        ):
+            filled = round(40 * value / top) if value else 0
+            mark = "  ◀ winner" if (modes["mode"] == "static") == label.startswith("static") else ""
+            out.append(f"   {label:>13} │")
+            out.append("█" * filled, style="green" if mark else ("red" if note else "magenta"))
+            out.append(" " * (40 - filled))
+            out.append(f" {value:>10,.0f}" if value is not None else f" {'-':>10}")
+            out.append(f"{mark}{'  ' + note if note else ''}\n")
+    return out
+
+
+def mode_progress(console: Any, plan: Any):
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        if kind == "started":
+            console.print(f"  {plan.workload.name} unified-memory trial {data['trial']} started", style="dim")
+        elif kind == "finished":
+            console.print(f"  {plan.workload.name} unified-memory trial {data['trial']} -> {data['what']}", style="dim")
+    return on_event

@@ -27,7 +27,10 @@ from autotune.sglang_facts import DEFAULT_RATIO, LOAD_FORMAT, RATIO
 from autotune.store import Store, StoreError
 from autotune.store.errors import explain
 from autotune.pools.modes import require_ratio_to_matter
+from autotune.cli.modes_view import add_mode_rows, mode_progress, modes_table
+from autotune.pools.modes import UNIFIED
 from autotune.study.backend import choose_backend
+from autotune.study.modes import parse_modes, run_mode_trials
 from autotune.study.server_budget import remember_server_memory, with_measured_budget
 from autotune.study.controller import run_study, storage_for, with_slo
 from autotune.study.plan import (
@@ -154,9 +157,11 @@ def _result_rows(plans: list[StudyPlan], outcomes: list[Outcome]) -> list[dict[s
     return rows
 
 
-def _report(plans: list[StudyPlan], outcomes: list[Outcome], *, as_json: bool) -> None:
+def _report(plans: list[StudyPlan], outcomes: list[Outcome], *, as_json: bool, modes: list | None = None) -> None:
     simulated = any(plan.simulated for plan in plans)
     rows = _result_rows(plans, outcomes)
+    if modes:
+        add_mode_rows(rows, modes)
     if as_json:
         print_json({"simulated": simulated, "rows": rows})
         return
@@ -173,6 +178,8 @@ def _report(plans: list[StudyPlan], outcomes: list[Outcome], *, as_json: bool) -
                 unit=plan.objective.labels[0], default_ratio=DEFAULT_RATIO,
                 best_ratio=outcome.best_params[RATIO] if outcome.best_params else None,
             ))
+    if modes:
+        console.print(modes_table(rows, plans[0].objective.labels[0]))
     if simulated:
         console.print("Simulated results: from autotune's simulated SGLang, not a GPU. Rank ratios with them; "
                       "confirm on real SGLang (--backend sglang) before serving.")
@@ -227,6 +234,11 @@ def run_command(
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address for --metrics-port (0.0.0.0 inside a cluster, so Prometheus can reach it)."),
     heartbeat_s: int = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat-s", min=1, hidden=True, help="Optuna heartbeat interval of running trials (s)."),
     grace_s: int = typer.Option(DEFAULT_GRACE_S, "--grace-s", min=1, hidden=True, help="A trial whose heartbeat is older than this (s) was left by a tuner that died."),
+    modes: str = typer.Option(
+        "static", "--modes",
+        help="Memory modes to measure: static (the ratio's study) and unified (--enable-unified-memory, a trial of "
+             "its own per workload, compared in the report and by export). E.g. --modes static,unified.",
+    ),
     as_json: bool = json_option(),
 ) -> None:
     """Tune --swa-full-tokens-ratio for a model: one Optuna study per workload, persisted in --storage.
@@ -246,6 +258,7 @@ def run_command(
     if not model.hybrid_swa:
         fail(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")
     workloads = parse_workload_arg(workload)
+    memory_modes = parse_modes(modes)
     require_ratio_to_matter({}, tuple(ctx.args))  # before the backend books GPUs (build_plan checks again)
     choice = choose_backend(backend)
     out.print(choice.reason)
@@ -301,6 +314,7 @@ def run_command(
     in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     outcomes: list[Outcome] = []
+    mode_outcomes: list = []
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=out, transient=False) as progress:
@@ -337,6 +351,9 @@ def run_command(
                 progress.update(task, completed=outcome.trials_finished)
                 record_outcome(store, plan, outcome)
                 outcomes.append(outcome)
+                if UNIFIED in memory_modes:  # beside the ratio: a trial of unified memory (autotune/study/modes.py)
+                    mode_outcomes.append(run_mode_trials(plan, optuna_storage, trial_runner,
+                                                         on_event=mode_progress(progress.console, plan)))
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated) or _sigterm_received.is_set()
         err_console.print(f"[yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}: the running trials were "
@@ -354,5 +371,5 @@ def run_command(
             metrics.close()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
-    _report(plans, outcomes, as_json=as_json)
+    _report(plans, outcomes, as_json=as_json, modes=mode_outcomes)
     out.print(f"Saved in {store.display_url}: studies (optuna-dashboard), optima (autotune rules / export).")

@@ -100,7 +100,9 @@ def export_command(
         fail(str(exc))
     for item in exported:
         label = " [SIMULATED]" if item.simulated else ""
-        console.print(f"{item.model} / {item.workload}: --swa-full-tokens-ratio {item.ratio:.3f} -> {item.path}{label}")
+        setting = ("--enable-unified-memory (beat the tuned ratio "
+                   f"{item.ratio:.3f})" if item.memory_mode == "unified" else f"--swa-full-tokens-ratio {item.ratio:.3f}")
+        console.print(f"{item.model} / {item.workload}: {setting} -> {item.path}{label}")
     console.print(f"index: {out / 'index.yaml'}")
 
 

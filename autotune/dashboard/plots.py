@@ -37,6 +37,7 @@ class TrialView:
     values: tuple[float, ...] | None
     result: dict[str, Any] | None = field(repr=False)
     constraints: tuple[float, ...] = ()
+    memory_mode: str = "static"  # `autotune run --modes`: unified trials have no ratio (autotune/study/modes.py)
 
     @classmethod
     def of(cls, trial: Any) -> "TrialView":
@@ -50,6 +51,7 @@ class TrialView:
             values=values,
             result=attrs.get(ATTR_RESULT),
             constraints=tuple(attrs.get(ATTR_CONSTRAINTS) or ()),
+            memory_mode=attrs.get("memory_mode") or "static",
         )
 
     @property
@@ -168,6 +170,7 @@ def trial_figure(trial: TrialView, *, simulated: bool = False, study_title: str 
     fig.update_yaxes(title_text="requests", row=2, col=1)
     fig.update_xaxes(title_text="s since replay start", title_standoff=2, row=2, col=1)
     ratio = f"{trial.ratio:.3f}" if trial.ratio is not None else "?"
+    setting = "UNIFIED MEMORY (no ratio)" if trial.memory_mode == "unified" else f"ratio {ratio}"
     what = trial.state.lower()
     if trial.failure:
         what += f", {trial.failure}"
@@ -176,7 +179,7 @@ def trial_figure(trial: TrialView, *, simulated: bool = False, study_title: str 
     ttft = trial.ttft("p99")
     if ttft is not None:
         detail += f", TTFT p99 {ttft:,.0f} ms"
-    title = f"Trial {trial.number}: ratio {ratio} ({what}) — {detail}{_sim_tag(simulated)}"
+    title = f"Trial {trial.number}: {setting} ({what}) — {detail}{_sim_tag(simulated)}"
     if study_title:
         title += f"<br><sup>{study_title}</sup>"
     if not samples:
