@@ -180,7 +180,8 @@ def test_trials_spread_over_two_nodes_and_survive_losing_one(two_node_cluster: d
         objective=Objective("throughput"), n_trials=n_trials, log_dir=str(tmp_path / "logs"),
         time_scale=1.0,  # real time: a trial lasts seconds, so the node dies while one runs there
     )
-    plan = dataclasses.replace(plan, boot_timeout_s=60, hang_timeout_s=40, early_stop=False)
+    # Every trial runs (no stopping rule): the test counts them across the node loss.
+    plan = dataclasses.replace(plan, boot_timeout_s=60, hang_timeout_s=40, early_stop=False, stop_when_known=False)
     storage = storage_for(pg_database)
     # 4 workers of one sim slot on 2 + 2 slots: Ray has to put two on each node.
     pool = WorkerPool(WorkerResources(gpus=0, custom={"sim_slot": 1}), num_workers=4)

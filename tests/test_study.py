@@ -387,7 +387,7 @@ def test_worker_lost_mid_trial_is_run_again_and_the_study_finishes(sim_cluster: 
         model=load_model(MODEL), model_ref=MODEL, gpu=load_gpu(SIM_GPU), workload=workload, backend="sim",
         objective=Objective("throughput"), n_trials=3, log_dir=str(tmp_path / "logs"),
     )
-    plan = dataclasses.replace(plan, boot_timeout_s=120, hang_timeout_s=60)
+    plan = dataclasses.replace(plan, boot_timeout_s=120, hang_timeout_s=60, stop_when_known=False)  # counts all 3
     storage = storage_for(f"sqlite:///{tmp_path / 'autotune.db'}")
     pool = WorkerPool(WorkerResources(gpus=0, custom={"sim_slot": 1}), num_workers=1)
     runner = RayRunner(pool)
