@@ -33,6 +33,13 @@ class SimRequest:
     swa_cursor: int = 0  # swa_evicted_seqlen: SWA positions below it were freed
     tree_nodes: list[int] = field(default_factory=list)  # sizes of its prefix's tree nodes, root first
     decode_steps: int = 0  # decode_batch_idx: decode steps since its prefill
+    tree_access: int = 0  # the scheduler's forward count when its prefix was last inserted (LRU age)
+    # After a retraction: what of its fill the radix tree still holds (docs/sglang-swa-accounting.md §4),
+    # until tree eviction takes any of it (then 0): positions, full slots, live SWA tail, node sizes.
+    cached_len: int = 0
+    cached_full: int = 0
+    cached_swa: int = 0
+    cached_nodes: list[int] = field(default_factory=list)
 
     # timings (virtual or wall seconds, same clock as arrival_s)
     scheduled_s: float | None = None  # first time it left the queue (queue time)
@@ -65,7 +72,8 @@ class SimRequest:
         return self.swa_held + self.swa_locked
 
     def reset_kv(self) -> None:
-        """reset_for_retract: no KV left; the kept output is prefilled again with the prompt."""
+        """reset_for_retract: no KV held; the kept output is prefilled again after the prompt, or
+        after whatever of the fill the radix tree still holds at re-admission (`cached_len`)."""
         self.prefilled = self.kv_len = 0
         self.full_held = self.full_locked = self.swa_held = self.swa_locked = 0
         self.protected = self.swa_cursor = self.decode_steps = 0

@@ -18,7 +18,14 @@ rules kept, each from the reference (docs/reference/sglang.md §4) and the 0.5.2
   tokens more than a window behind, on 0.5.17's global `forward_iter % 128` steps or 0.5.23's
   per-request token trigger, so a running request holds `L(P) + H(j)`, up to about two windows;
 - decode out of memory (checked before the step's eviction): retract (fewest outputs first, then
-  longest prompt), re-queue at the back; its held slots are freed, its locked prompt becomes evictable;
+  longest prompt), re-queue at the back; its held slots are freed, its locked prompt becomes evictable,
+  then the tree evicts until 20 tokens per request still running are free (retract_decode);
+- re-admission (§4): the retracted request's inserted fill (its prompt, and any output re-prefilled
+  before) is a prefix hit while tree eviction has taken none of it, so only the rest is re-prefilled
+  and only the rest is charged; the hit is locked again at admission. Tree eviction is modelled as
+  LRU over cached segments aged by their last insert (a retracted prompt keeps its prefill's age, so
+  it is among the first evicted under pressure), and any eviction from a retracted request's prefix
+  loses all of it (simplification: SGLang could still match a shorter prefix whose SWA tail lives);
 - finished requests' tokens stay in the radix cache (evictable), which usage gauges do not count.
 
 Times are whatever clock the caller uses (virtual seconds in-process, wall seconds in the server).
@@ -26,6 +33,7 @@ Times are whatever clock the caller uses (virtual seconds in-process, wall secon
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -108,6 +116,7 @@ class Counters:
     generation_tokens: int = 0
     requests: int = 0
     prefill_tokens_computed: int = 0  # every extend token, re-prefills after retraction included
+    prefix_hit_tokens: int = 0  # tokens a re-admitted request found in the radix tree (not recomputed)
     retracted_requests: int = 0
     retracted_input_tokens: int = 0
     retracted_output_tokens: int = 0
@@ -174,6 +183,61 @@ class _Budget:
             self.swa_offset += self.swa_tokens(extend, max_new, chunk_limit)
 
 
+class _TreeLRU:
+    """The radix tree's evictable part of one pool, as segments aged by their last insert.
+
+    Tree eviction (evict_from_tree_cache) takes the least recently used leaves first; here a
+    segment is one insert's or one release's evictable tokens. `owner` marks a retracted request's
+    cached prefix: evicting any of it loses the request's prefix hit.
+    """
+
+    def __init__(self, pool: TokenPool) -> None:
+        self.pool = pool
+        self.seen = pool.evicted_total
+        self.heap: list[list] = []  # [age, seq, tokens, owner]
+        self.seq = 0
+
+    def add(self, tokens: int, age: int, owner: SimRequest | None = None) -> list | None:
+        if tokens <= 0:
+            return None
+        self.seq += 1
+        entry = [age, self.seq, tokens, owner]
+        heapq.heappush(self.heap, entry)
+        return entry
+
+    def sync(self) -> None:
+        """Account for whatever the pool evicted since the last call, oldest segments first."""
+        tokens, self.seen = self.pool.evicted_total - self.seen, self.pool.evicted_total
+        while tokens > 0 and self.heap:
+            entry = self.heap[0]
+            take = min(entry[2], tokens)
+            entry[2] -= take
+            tokens -= take
+            owner = entry[3]
+            if owner is not None:
+                owner.cached_len = owner.cached_full = owner.cached_swa = 0  # the prefix hit is lost
+                owner.cached_nodes = []
+            if entry[2] <= 0:
+                heapq.heappop(self.heap)
+
+    def evict(self, tokens: int) -> None:
+        """Evict `tokens` cached tokens now (retract_decode's evict_from_tree_cache)."""
+        tokens = min(tokens, self.pool.evictable)
+        if tokens > 0:
+            self.pool.evictable -= tokens
+            self.pool.evicted_total += tokens
+            self.sync()
+
+    def take(self, entry: list | None) -> int:
+        """A re-admitted request locks its cached prefix again: out of the evictable part."""
+        if entry is None or entry[2] <= 0:
+            return 0
+        tokens, entry[2] = entry[2], 0  # left in the heap, empty: eviction skips past it
+        self.pool.evictable -= tokens
+        self.pool.used += tokens
+        return tokens
+
+
 class Scheduler:
     def __init__(self, config: SchedulerConfig, timing: TimingModel) -> None:
         self.config = config
@@ -196,7 +260,11 @@ class Scheduler:
         self.gen_throughput = 0.0
         self.last_decode_log: str | None = None
         self.new_token_ratio = config.init_new_token_ratio
-        self.forward_ct = 0  # forwards run so far (0.5.17's decode eviction keys on it)
+        self.forward_ct = 0  # forwards run so far (0.5.17's decode eviction keys on it; the tree's LRU clock)
+        self.full_tree = _TreeLRU(self.full)
+        self.swa_tree = _TreeLRU(self.swa) if self.swa is not None else None
+        self._cached_entries: dict[int, list] = {}  # id(retracted request) -> its prefix's LRU entries
+        self._hits: dict[int, int] = {}  # id(request admitted this round) -> its prefix hit
 
     # -- queue -------------------------------------------------------------------------------
     def add(self, request: SimRequest) -> None:
@@ -254,14 +322,17 @@ class Scheduler:
                 self.chunked = None
 
         new_chunked: SimRequest | None = None
+        locked: SimRequest | None = None  # the head's prefix hit, locked while admission checks it
         while self.waiting and new_chunked is None and not chunk_pending:
             if len(self.running) + len(batch) >= cfg.max_running_requests:
                 break
             if not budget.has_capacity() or rem_input <= 0 or rem_chunk <= 0:
                 break
             req = self.waiting[0]
+            if self._lock_prefix(req):  # add_one_req checks under _lock_node(last_node)
+                locked = req
             max_new = min(req.remaining_new_tokens, CLIP_MAX_NEW_TOKENS)
-            extend = req.fill_len
+            extend = req.fill_len - req.prefilled
             if extend > rem_input and batch:
                 break
             total = extend + max_new + cfg.page_size
@@ -290,6 +361,7 @@ class Scheduler:
                 if self.swa is not None and budget.swa_tokens(extend, max_new, chunk_limit) > budget.remaining_swa:
                     break
                 self.waiting.popleft()
+                locked = None
                 batch.append((req, extend, True))
                 budget.reserve(extend, max_new, chunk_limit)
             else:
@@ -300,14 +372,43 @@ class Scheduler:
                 if extend <= 0:
                     break
                 self.waiting.popleft()
+                locked = None
                 batch.append((req, extend, False))
                 new_chunked = req
                 budget.reserve(extend, 0, chunk_limit)
             rem_input -= ceil_page(extend, cfg.page_size)
             rem_chunk -= ceil_page(extend, cfg.page_size)
+        if locked is not None:
+            self._unlock_prefix(locked)  # not admitted: its prefix goes back to the tree's evictable part
         if new_chunked is not None:
             self.chunked = new_chunked
         return batch
+
+    def _lock_prefix(self, req: SimRequest) -> bool:
+        """match_prefix at re-admission: lock what the tree still holds of the fill (§4)."""
+        entries = self._cached_entries.pop(id(req), None)
+        if entries is None or req.cached_len <= 0 or req.prefilled:
+            return False
+        self.full_tree.take(entries[0])
+        if self.swa_tree is not None:
+            self.swa_tree.take(entries[1])
+        req.kv_len = req.prefilled = req.protected = req.cached_len
+        req.full_locked, req.swa_locked = req.cached_full, req.cached_swa
+        req.tree_nodes = list(req.cached_nodes)
+        req.swa_cursor = min(req.swa_cursor, req.cached_len)
+        self._hits[id(req)] = req.cached_len
+        return True
+
+    def _unlock_prefix(self, req: SimRequest) -> None:
+        full, swa = req.full_locked, req.swa_locked
+        self.full.cache(full)
+        entries = [self.full_tree.add(full, req.tree_access, req), None]
+        if self.swa is not None and self.swa_tree is not None:
+            self.swa.cache(swa)
+            entries[1] = self.swa_tree.add(swa, req.tree_access, req)
+        self._cached_entries[id(req)] = entries
+        self._hits.pop(id(req), None)
+        req.reset_kv()
 
     def _run_prefill(self, batch: list[tuple[SimRequest, int, bool]], now: float) -> StepReport:
         chunks = [PrefillChunk(extend_len=extend, prefix_len=req.prefilled) for req, extend, _ in batch]
@@ -316,6 +417,8 @@ class Scheduler:
         emitted: list[SimRequest] = []
         finished: list[SimRequest] = []
         new_tokens = 0
+        cached_tokens = sum(self._hits.pop(id(req), 0) for req, _, _ in batch)
+        self.counters.prefix_hit_tokens += cached_tokens
         for req, extend, done in batch:
             if req.scheduled_s is None:
                 req.scheduled_s = now
@@ -340,7 +443,7 @@ class Scheduler:
         self.counters.prefill_steps += 1
         self.forward_ct += 1
         line = (
-            f"Prefill batch, #new-seq: {len(batch)}, #new-token: {new_tokens}, #cached-token: 0, "
+            f"Prefill batch, #new-seq: {len(batch)}, #new-token: {new_tokens}, #cached-token: {cached_tokens}, "
             f"{self._usage_text()}, #running-req: {len(self.running)}, #queue-req: {len(self.waiting)}"
         )
         return StepReport(
@@ -374,6 +477,12 @@ class Scheduler:
             retracted.append(req)
         keep = set(map(id, order))
         self.running = [r for r in self.running if id(r) in keep]
+        # retract_decode ends with evict_from_tree_cache(remaining x SGLANG_RETRACT_DECODE_STEPS):
+        # only the shortfall against what is already free.
+        want = self.config.retract_decode_steps * len(self.running)
+        for tree in (self.full_tree, self.swa_tree):
+            if tree is not None:
+                tree.evict(want - tree.pool.available)
         self.counters.retracted_requests += len(retracted)
         self.counters.last_retracted = len(retracted)
         return retracted
@@ -392,9 +501,13 @@ class Scheduler:
     def _retract(self, req: SimRequest) -> None:
         self.counters.retracted_input_tokens += req.prompt_len
         self.counters.retracted_output_tokens += req.generated
+        # What the tree keeps of it (its inserted fill, unlocked) is a prefix hit at re-admission
+        # unless eviction takes some of it first.
+        req.cached_len, req.cached_full, req.cached_swa = req.protected, req.full_locked, req.swa_locked
+        req.cached_nodes = list(req.tree_nodes)
         self._release(req, retract=True)
         req.retractions += 1
-        req.fill_len = req.prompt_len + req.generated  # re-prefill prompt + the output kept
+        req.fill_len = req.prompt_len + req.generated  # the fill: prompt + the output kept
         req.reset_kv()
         self.waiting.append(req)  # _add_request_to_queue(is_retracted=True): back of the queue
 
@@ -492,6 +605,7 @@ class Scheduler:
             if self.swa is not None:
                 self.swa.alloc(pages)
                 req.swa_held += pages
+            self._sync_trees()
         req.kv_len += tokens
         req.full_held += pages
 
@@ -511,6 +625,7 @@ class Scheduler:
         req.full_locked += segment
         req.protected = end
         if self.swa is None:
+            req.tree_access = self.forward_ct
             return
         window = self.window or 0
         req.tree_nodes += insert_nodes([end - start], window, page)
@@ -528,6 +643,8 @@ class Scheduler:
             self.swa.free(freed)
         if cached:
             self.swa.cache(cached)
+            self.swa_tree.add(cached, self.forward_ct)
+        req.tree_access = self.forward_ct
         req.swa_held -= segment
         req.swa_locked = locked
 
@@ -550,15 +667,40 @@ class Scheduler:
         req.swa_cursor = max(req.swa_cursor, new)
 
     def _release(self, req: SimRequest, *, retract: bool) -> None:
-        """Finish: everything the request had live goes to the tree cache (evictable). Retraction:
-        held slots are freed, the locked prefix stays in the tree, unlocked (evictable)."""
-        held_to = self.full.free if retract else self.full.cache
-        held_to(req.full_held)
-        self.full.cache(req.full_locked)
-        if self.swa is not None:
-            (self.swa.free if retract else self.swa.cache)(req.swa_held)
-            self.swa.cache(req.swa_locked)
+        """Finish: everything the request had live goes to the tree cache (evictable), inserted now.
+        Retraction: held slots are freed, the locked prefix stays in the tree, unlocked (evictable),
+        as old as its last insert and marked as the request's prefix hit."""
+        if retract:
+            self.full.free(req.full_held)
+            self.full.cache(req.full_locked)
+            entries = [self.full_tree.add(req.full_locked, req.tree_access, req), None]
+            if self.swa is not None and self.swa_tree is not None:
+                self.swa.free(req.swa_held)
+                self.swa.cache(req.swa_locked)
+                entries[1] = self.swa_tree.add(req.swa_locked, req.tree_access, req)
+            self._cached_entries[id(req)] = entries
+        else:
+            self.full.cache(req.full_held + req.full_locked)
+            self.full_tree.add(req.full_held + req.full_locked, self.forward_ct)
+            if self.swa is not None and self.swa_tree is not None:
+                self.swa.cache(req.swa_held + req.swa_locked)
+                self.swa_tree.add(req.swa_held + req.swa_locked, self.forward_ct)
         req.full_held = req.full_locked = req.swa_held = req.swa_locked = 0
+
+    def flush_cache(self) -> None:
+        """/flush_cache (nothing running or waiting): the tree's evictable part is freed."""
+        for tree in (self.full_tree, self.swa_tree):
+            if tree is not None:
+                tree.pool.evictable = 0
+                tree.heap.clear()
+                tree.seen = tree.pool.evicted_total
+        self._cached_entries.clear()
+
+    def _sync_trees(self) -> None:
+        """An allocation that evicted tree cache: take it from the oldest segments."""
+        self.full_tree.sync()
+        if self.swa_tree is not None:
+            self.swa_tree.sync()
 
     def _finish(self, req: SimRequest, end: float) -> None:
         req.finish_s = end

@@ -394,10 +394,7 @@ class SimServer:
         """Empties the radix cache (evictable -> free), only when nothing runs or waits (SGLang)."""
         if not self.engine.idle:
             return web.Response(text="Flush cache failed.\n", status=400)
-        scheduler = self.engine.scheduler
-        for pool in (scheduler.full, scheduler.swa):
-            if pool is not None:
-                pool.evictable = 0
+        self.engine.scheduler.flush_cache()
         self.engine.refresh_idle()
         logger.info("Cache flushed successfully!")
         return web.Response(

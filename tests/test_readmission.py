@@ -1,0 +1,148 @@
+"""Re-admission after a retraction (docs/sglang-swa-accounting.md §4): a retracted request's inserted
+fill stays in the radix tree, unlocked, and is a prefix hit at re-admission unless tree eviction (LRU)
+takes any of it first; the simulator's scheduler (autotune/sim/scheduler.py) models both, and on the
+real 0.5.17 grid (docs/real-gpu/footprint.md) eviction always wins."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from autotune.hardware import load_gpu
+from autotune.models import load_model
+from autotune.pools import pinned_budget
+from autotune.sim.config import SimServerConfig
+from autotune.sim.engine import SimEngine
+from autotune.sim.request import SimRequest
+
+W = 1023
+M26 = load_model("26B-A4B")
+H100 = load_gpu("H100")
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "docs" / "real-gpu" / "footprint"
+
+
+def engine(version: str = "0.5.17") -> SimEngine:
+    return SimEngine(SimServerConfig(
+        model=M26, gpu=H100, swa_full_tokens_ratio=1.0, kv_budget_bytes=pinned_budget(20.0).bytes,
+        sglang_version=version,
+    ))
+
+
+def step(e: SimEngine, now: float = 0.0):
+    report = e.step(now)
+    assert report.kind != "idle"
+    return report
+
+
+def retract(e: SimEngine, req: SimRequest) -> None:
+    """What retract_decode does to one request, chosen here instead of by memory pressure."""
+    s = e.scheduler
+    s._retract(req)
+    s.running.remove(req)
+
+
+def cached_tokens(report) -> int:
+    return int(re.search(r"#cached-token: (\d+)", report.log_line).group(1))
+
+
+@pytest.mark.parametrize("version", ["0.5.17", "0.5.23"])
+def test_a_retracted_request_re_prefills_only_its_missing_part(version: str) -> None:
+    e = engine(version)
+    s = e.scheduler
+    req = SimRequest(rid="0", prompt_len=2000, max_new_tokens=600, arrival_s=0.0)
+    e.add(req)
+    step(e)  # prefill: one token out
+    for _ in range(299):
+        step(e)
+    assert req.generated == 300 and req.swa_used == W + 299  # L(P) = W, 299 decoded slots held
+    retract(e, req)
+    assert (s.full.used, s.swa.used) == (0, 0)  # nothing locked: the prompt is evictable tree cache
+    report = step(e)
+    # match_prefix(prompt + output) hits the prompt; only the 300 kept output tokens are computed.
+    assert report.kind == "prefill" and cached_tokens(report) == 2000 and report.new_tokens == 300
+    assert req.prefilled == req.kv_len == 2300 and s.counters.prefix_hit_tokens == 2000
+    # The re-prefilled output is a new 300-token node under the prompt's W tail: the lock covers both.
+    assert req.swa_locked == 300 + W and s.swa.used == 300 + W
+    assert s.full.used == 2300
+    while not req.finished:
+        step(e)
+    assert req.generated == 600
+    # One retraction: the prompt once plus the 300 output tokens again.
+    assert s.counters.prefill_tokens_computed == 2000 + 300
+
+
+def test_lru_eviction_under_pressure_loses_the_hit_and_the_fill_is_prefilled_again() -> None:
+    e = engine()
+    s = e.scheduler
+    old = SimRequest(rid="old", prompt_len=1500, max_new_tokens=400, arrival_s=0.0)
+    e.add(old)
+    for _ in range(100):
+        step(e)
+    retract(e, old)  # its prompt keeps its prefill's age: the oldest thing in the tree
+    s.waiting.remove(old)
+    new = SimRequest(rid="new", prompt_len=800, max_new_tokens=5, arrival_s=0.0)
+    e.add(new)  # it finishes meanwhile: its cache is newer
+    while not new.finished:
+        step(e)
+    s.waiting.append(old)
+    s.full_tree.evict(1)  # one token of pressure: LRU takes it from the retracted prompt
+    report = step(e)
+    assert cached_tokens(report) == 0 and report.new_tokens == 1500 + 100
+
+
+def test_lru_evicts_older_cache_before_a_newer_retracted_prefix() -> None:
+    e = engine()
+    s = e.scheduler
+    done = SimRequest(rid="done", prompt_len=800, max_new_tokens=5, arrival_s=0.0)
+    e.add(done)
+    while not done.finished:
+        step(e)
+    kept = SimRequest(rid="kept", prompt_len=1500, max_new_tokens=400, arrival_s=0.0)
+    e.add(kept)
+    for _ in range(100):
+        step(e)
+    retract(e, kept)
+    s.full_tree.evict(500)
+    s.swa_tree.evict(500)  # both come out of the finished request's older cache
+    report = step(e)
+    assert cached_tokens(report) == 1500 and report.new_tokens == 100
+
+
+@pytest.mark.skipif(not any(DATA.glob("*/results.jsonl")), reason=f"no results under {DATA}")
+def test_real_0517_storms_get_no_prefix_hit_and_neither_does_the_simulator() -> None:
+    spec = importlib.util.spec_from_file_location("swa_footprint_fidelity", REPO / "bench" / "swa_footprint_fidelity.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    # Real: about 2,700 retractions over the grid, and every prefill line says #cached-token: 0.
+    retracted = hits = lines = 0
+    for path in DATA.glob("*/results.jsonl"):
+        for text in path.read_text().splitlines():
+            record = json.loads(text)
+            if record.get("kind") != "phase" or not record.get("log"):
+                continue
+            log = record["log"]
+            cached = log["prefill_cols"].index("cached_tokens")
+            lines += len(log["prefill"])
+            hits += sum(row[cached] > 0 for row in log["prefill"])
+            retracted += sum(row[1] for row in log["retract"])
+    assert lines > 5000 and retracted > 2500 and hits == 0
+    boots, phases, _ = bench.load(DATA)
+    storm = next(p for p in phases if p.ratio == 0.9 and p.shape == "1024/128@64")
+    from autotune.sim.run import simulate
+    from autotune.workloads import MaxConcurrency, random_ids_workload
+
+    simulator = bench.Simulator(boots)
+    workload = random_ids_workload(
+        storm.name, num_prompts=storm.requests, input_len=storm.prompt, output_len=storm.output, range_ratio=1.0,
+        seed=1000 + storm.index, arrival=MaxConcurrency(storm.concurrency), warmup=0)
+    result = simulate(workload, simulator.config(0.9))
+    lines = [line for line in result.log_lines if line.startswith("Prefill batch")]
+    assert sum("#cached-token: 0," in line for line in lines) == len(lines)
+    assert result.outcomes and sum(o.success for o in result.outcomes) == storm.requests
