@@ -13,9 +13,10 @@ import time
 from autotune.hardware import load_gpu
 from autotune.pools import InsufficientMemory, SWAPoolRefused
 from autotune.sim.args import load_model_for, parse_args, server_config
-from autotune.sim.run import simulate
+from autotune.sim.run import SimResult, SimSession, simulate
 from workers.failures import FailureKind
 from workers.futures import first_done
+from workers.load_search import LoadLevel, LoadSearchResult, judge_level, offered_rate, run_search, scaled
 from workers.server_truth import ServerMemory
 from workers.trial import TrialResult, TrialSpec, too_slow_message
 
@@ -31,14 +32,25 @@ def run_sim_fast(spec: TrialSpec) -> TrialResult:
         config = server_config(args, load_model_for(args), load_gpu(args.gpu))
         # The budget is wall seconds of a server running at --time-scale; here the clock is virtual.
         budget = spec.time_budget_s * args.time_scale if spec.time_budget_s is not None else None
-        result = simulate(spec.workload, config, slo=spec.slo, sample_interval_s=spec.scrape_interval_s, time_budget_s=budget)
+        searched = None
+        if spec.load_search is not None:
+            result, searched = _search_levels(spec, SimSession(config), budget)
+        else:
+            result = simulate(spec.workload, config, slo=spec.slo, sample_interval_s=spec.scrape_interval_s, time_budget_s=budget)
     except SWAPoolRefused as refused:
         return TrialResult(ok=False, failure=FailureKind.BOOT_REFUSED, message=refused.sglang_message, finished_at=time.time(), **base)
     except InsufficientMemory as oom:
         return TrialResult(ok=False, failure=FailureKind.OUT_OF_MEMORY, message=str(oom), finished_at=time.time(), **base)
     failed = sum(not o.success for o in result.outcomes)
+<<<<<<< HEAD
     if result.crashed:  # the server's own words: its log's exception line
         failure, message = FailureKind.CRASHED, result.crashed
+=======
+    if searched is not None:  # a level that failed or overran is a measurement of the load, not of the trial
+        failure = FailureKind.HANG if result.hung else None
+        message = "the simulated server hung: waiting requests could never be admitted" if result.hung else searched.describe()
+        failed = 0 if failure is None else failed
+>>>>>>> ded86d3 (Issue 13 item 4: --objective capacity: per trial, a bounded load search (1x, doubled/halved until the SLO breaks or holds, then bisected; --load-levels, default 6) on ONE boot, each level a replay at a multiplied trace speed-up / Poisson rate under the per-level time budget, cut short once its P99 is over the SLO, drained between levels; the value is the largest passing level's offered req/s per GPU (0, said, when none passes); levels kept in TrialResult.load_search (workers/load_search.py, load_replay.py; sim-fast on one SimSession); closed-loop workloads and a missing p99 SLO refused with the fix; run's summary, a per-ratio capacity table and --json points carry the levels; tests/test_capacity.py)
     elif result.overran:
         failure, message = FailureKind.TOO_SLOW, too_slow_message(len(result.outcomes) - failed, len(result.outcomes), budget)
     elif result.hung:
@@ -55,7 +67,8 @@ def run_sim_fast(spec: TrialSpec) -> TrialResult:
             kvcache_gib=round(result.startup.kv_cache_gib, 3),
             full_tokens=result.startup.full_tokens, swa_tokens=result.startup.swa_tokens,
         ),
-        summary=result.summary, series=result.series, samples=result.samples, stopped_early=result.overran,
+        summary=result.summary, series=result.series, samples=result.samples,
+        stopped_early=result.overran and searched is None, load_search=searched,
         client_counts={
             "requests": len(result.outcomes),
             "prompt_tokens": sum(o.prompt_len for o in result.outcomes),
@@ -64,6 +77,31 @@ def run_sim_fast(spec: TrialSpec) -> TrialResult:
         },
         worker={"pid": os.getpid()}, finished_at=time.time(), **base,
     )
+
+
+def _search_levels(spec: TrialSpec, session: SimSession, budget_s: float | None) -> tuple[SimResult, LoadSearchResult]:
+    """The load search on one simulated boot; the result shown is the largest passing level's (else
+    the first level's). A hung level ends the search: the server cannot go on."""
+    search = spec.load_search
+    assert search is not None
+    runs: dict[float, SimResult] = {}
+
+    def measure(multiplier: float) -> LoadLevel:
+        if any(run.hung for run in runs.values()):
+            return LoadLevel(multiplier, 0.0, 0.0, None, None, 0, 0, 0.0, False, "not run: the server hung at a lower level")
+        workload = scaled(spec.workload, multiplier, warmup=not runs)
+        run = session.replay(workload, slo=spec.slo, sample_interval_s=spec.scrape_interval_s, time_budget_s=budget_s)
+        runs[multiplier] = run
+        cut = "too slow: over the level's time budget" if run.overran else ("hung" if run.hung else "")
+        session.drain(search.drain_s)
+        return judge_level(multiplier, offered_rate(workload), run.summary, search.slo,
+                           requests=len(workload.requests), cut_short=cut)
+
+    searched = run_search(search, measure)
+    best = searched.best
+    shown = runs[best.multiplier] if best else runs[searched.levels[0].multiplier]
+    hung = next((run for run in runs.values() if run.hung), None)
+    return (hung or shown), searched
 
 
 class InProcessRunner:

@@ -17,6 +17,8 @@ from autotune.measure.server_metrics import MetricSample, SeriesSummary, summari
 from autotune.measure.serving_metrics import SLO, RequestOutcome, ServingSummary, summarize
 from autotune.workloads import Workload
 from workers.failures import FailureKind, TrialFailure
+from workers.load_replay import LevelRuns, run_levels
+from workers.load_search import LoadSearchResult, LoadSearchSpec
 from workers.process import ServerProcess
 from workers.early_stop import EarlyStop
 from workers.replay import ReplayConfig, ReplayResult, replay
@@ -41,6 +43,9 @@ class TrialSpec:
     # Wall seconds the replay may take before the trial ends as "too slow" (None: no limit). The
     # study derives it from the workload (autotune/study/feasibility.py), so no trial grinds.
     time_budget_s: float | None = None
+    # Capacity at an SLO: replay the workload at several load levels on this one boot
+    # (workers/load_search.py); the time budget applies to each level.
+    load_search: LoadSearchSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class TrialResult:
     finished_at: float | None = None
     stopped_early: bool = False  # clearly lost: the summary covers the requests finished by then
     server_memory: ServerMemory | None = None  # the pools and budget as the server states them
+    load_search: LoadSearchResult | None = None  # every load level measured (summary: the best passing one)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -78,6 +84,7 @@ class TrialResult:
         data["samples"] = [s.to_dict() for s in self.samples]
         data["command"] = list(self.command)
         data["server_memory"] = self.server_memory.to_dict() if self.server_memory else None
+        data["load_search"] = self.load_search.to_dict() if self.load_search else None
         return data
 
     @classmethod
@@ -89,6 +96,7 @@ class TrialResult:
         values["samples"] = tuple(MetricSample.from_dict(s) for s in data.get("samples", ()))
         values["command"] = tuple(data.get("command", ()))
         values["server_memory"] = ServerMemory.from_dict(data["server_memory"]) if data.get("server_memory") else None
+        values["load_search"] = LoadSearchResult.from_dict(data["load_search"]) if data.get("load_search") else None
         return cls(**values)
 
 
@@ -145,6 +153,28 @@ def too_slow_message(finished: int, total: int, budget_s: float | None) -> str:
             f"{budget_s:.0f} s (derived from the workload); this ratio cannot serve it in reasonable time")
 
 
+def _searched_result(
+    spec: TrialSpec, runs: LevelRuns, scraper: Scraper, died: bool, server: ServerProcess, boot: Any, memory: Any,
+    base: dict[str, Any],
+) -> TrialResult:
+    """A load search's trial: every level, the largest passing level's summary, the boot's scrapes."""
+    searched = LoadSearchResult(tuple(runs.levels), spec.load_search.gpus if spec.load_search else 1)
+    shown = runs.shown()
+    outcomes = tuple(o for level in runs.outcomes.values() for o in level)
+    samples = tuple(scraper.samples)
+    counts = _client_counts(outcomes)
+    return TrialResult(
+        finished_at=time.time(), ok=not died, failure=FailureKind.CRASHED if died else None,
+        message=(f"the server process died during the load search (exit code {server.returncode})" if died
+                 else searched.describe()),
+        log_tail=server.log_tail() if died else "",
+        boot_s=boot.boot_s, replay_s=runs.duration_s, full_tokens=boot.full_tokens, swa_tokens=boot.swa_tokens,
+        summary=runs.summaries.get(shown) if shown is not None else None,
+        series=summarize_series(samples), samples=samples, server_counters=scraper.counter_deltas(),
+        client_counts=counts, server_memory=memory, load_search=searched, **base,
+    )
+
+
 def run_trial(
     spec: TrialSpec,
     progress: Progress | None = None,
@@ -167,6 +197,7 @@ def run_trial(
     )
     boot = None
     memory = None
+    runs = LevelRuns()  # the load levels measured (a load search only); kept should the server fail
     try:
         server.start()
         if progress is not None:
@@ -174,6 +205,16 @@ def run_trial(
         boot = server.wait_ready()
         logged = (boot.full_tokens, boot.swa_tokens) if boot.full_tokens is not None else None
         memory = read_server_memory(server.base_url, logged, keep=log_path.with_suffix(""))
+        if spec.load_search is not None:
+            scraper = Scraper(server.base_url, spec.scrape_interval_s)
+            asyncio.run(run_levels(
+                spec.load_search, runs, workload=spec.workload, slo=spec.slo, base_url=server.base_url,
+                replay_config=ReplayConfig(base_url=server.base_url, hang_timeout_s=spec.hang_timeout_s),
+                server_alive=lambda: server.alive, scraper=scraper, time_budget_s=spec.time_budget_s,
+                time_scale=float(spec.server.sim_flags.get("time-scale", 1.0)), progress=progress,
+            ))
+            died = not server.alive
+            return _searched_result(spec, runs, scraper, died, server, boot, memory, base)
         replayed, scraper, overran = asyncio.run(_measure(spec, server, progress))
         outcomes, duration = replayed.outcomes, replayed.duration_s
         died = not server.alive  # requests can fail faster than the watchdog looks: ask the process
@@ -181,6 +222,7 @@ def run_trial(
         if failure.kind is FailureKind.CRASHED:  # the message is the server's own words where its log has them
             failure.message = _died_of(server, failure.message)
         return TrialResult(
+            load_search=LoadSearchResult(tuple(runs.levels), spec.load_search.gpus) if runs.levels else None,
             finished_at=time.time(), ok=False, failure=failure.kind, message=failure.message,
             log_tail=failure.log_tail or server.log_tail(),
             boot_s=boot.boot_s if boot else None,

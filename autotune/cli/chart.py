@@ -17,6 +17,11 @@ DEFAULT_RATIO_MARK = "SGLang default"
 BEST_MARK = "best"
 
 
+def amount(value: float) -> str:
+    """An objective's value: whole numbers for token rates, 3 significant digits below 100 (req/s)."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def ratio_chart(
     title: str,
     points: Sequence[TrialPoint],
@@ -50,6 +55,6 @@ def ratio_chart(
         out.append(f" {ratio:6.3f} │")
         out.append("█" * filled, style=style)
         out.append(" " * (width - filled))
-        out.append(f" {point.value:>10,.0f}" if point.value is not None else f" {'-':>10}")
+        out.append(f" {amount(point.value):>10}" if point.value is not None else f" {'-':>10}")
         out.append(f"  ◀ {', '.join(marks)}\n" if marks else "\n")
     return out

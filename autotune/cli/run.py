@@ -15,7 +15,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autotune import discovery
-from autotune.cli.chart import ratio_chart
+from autotune.cli.capacity import capacity_table
+from autotune.cli.chart import amount, ratio_chart
 from autotune.cli.console import console, err_console, print_json
 from autotune.cli.errors import fail
 from autotune.cli.listing import Column, json_option, table_of
@@ -129,8 +130,8 @@ RESULT_COLUMNS = (
     Column("workload", "workload"),
     Column("trials", "trials", lambda v: f"{v['finished']}" + (f" ({v['failed']} failed)" if v["failed"] else ""), right=True),
     Column("best_ratio", "best ratio", lambda v: f"{v:.3f}", right=True),
-    Column("best_value", "best", lambda v: f"{v:,.0f}", right=True, missing="no feasible trial"),
-    Column("default_value", f"at {DEFAULT_RATIO:g} (default)", lambda v: f"{v:,.0f}", right=True),
+    Column("best_value", "best", amount, right=True, missing="no feasible trial"),
+    Column("default_value", f"at {DEFAULT_RATIO:g} (default)", amount, right=True),
     Column("gain", "gain", lambda v: f"{v:+.1%}", right=True),
     Column("latency_at_best", "latency at best"),
 )
@@ -152,8 +153,10 @@ def _result_rows(plans: list[StudyPlan], outcomes: list[Outcome]) -> list[dict[s
             "latency_at_best": _describe(outcome.best_result) or None,
             "stopped_because": outcome.stopped_because,
             "noise_band": outcome.noise_band,
-            "points": [point.__dict__ for point in outcome.points],
+            "points": [point.__dict__ for point in outcome.points],  # with their load levels under capacity
         })
+        if plan.objective.name == "capacity" and plan.objective.slo is not None:
+            rows[-1]["slo"] = {"ttft_p99_ms": plan.objective.slo.ttft_p99_ms, "tpot_p99_ms": plan.objective.slo.tpot_p99_ms}
     return rows
 
 
@@ -178,6 +181,8 @@ def _report(plans: list[StudyPlan], outcomes: list[Outcome], *, as_json: bool, m
                 unit=plan.objective.labels[0], default_ratio=DEFAULT_RATIO,
                 best_ratio=outcome.best_params[RATIO] if outcome.best_params else None,
             ))
+        if plan.objective.name == "capacity" and outcome.points:
+            console.print(capacity_table(plan, outcome))
     if modes:
         console.print(modes_table(rows, plans[0].objective.labels[0]))
     if simulated:
@@ -222,7 +227,16 @@ def run_command(
              "follow `--`; sglang: SGLang's own default.",
     ),
     dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Tune without a checkpoint: boot a config-only model dir with --load-format dummy --skip-tokenizer-init (pools are exact; throughput is a guide)."),
-    objective: str = typer.Option("throughput", "--objective", help="throughput (with SLO constraints) | goodput | pareto (throughput vs TTFT)."),
+    objective: str = typer.Option(
+        "throughput", "--objective",
+        help="throughput (with SLO constraints) | goodput | pareto (throughput vs TTFT) | capacity (req/s per GPU at the "
+             "largest load meeting --slo ttft_p99=..,tpot_p99=..; arrival-driven workloads: traces, request_rate).",
+    ),
+    load_levels: int = typer.Option(
+        6, "--load-levels", min=1,
+        help="--objective capacity: load levels each trial measures at most, on one boot (1x, doubled or halved "
+             "until the SLO breaks or holds, then bisected).",
+    ),
     slo: Optional[str] = typer.Option(None, "--slo", help="e.g. ttft_p99=2000,tpot_p99=50 (limits, ms) or ttft=..,tpot=.. for goodput."),
     page_size: Optional[int] = typer.Option(None, "--page-size", min=1, help="SGLang --page-size for every trial."),
     tp: int = typer.Option(1, "--tp", min=1, help="Tensor-parallel size (GPUs per trial)."),
@@ -280,7 +294,7 @@ def run_command(
             kv_budget_gb=kv_budget_gb, time_scale=time_scale, extra_args=extra, log_dir=str(log_dir),
             dummy_weights=dummy_weights, try_ratios=_ratios(try_ratios), early_stop=early_stop,
             heartbeat_s=heartbeat_s, grace_s=grace_s, stop_when_known=stop_when_known, noise_floor=noise_floor,
-            cuda_graph_max_bs=_graph_bs(cuda_graph_max_bs),
+            cuda_graph_max_bs=_graph_bs(cuda_graph_max_bs), load_levels=load_levels,
         )
         for w in workloads
     ]
@@ -326,7 +340,7 @@ def run_command(
                         progress.console.print(f"[yellow]{data['message']}")
                     elif kind == "progress":
                         best = data["outcome"]
-                        text = f"best {best.best_values[0]:,.0f} @ {best.best_params[RATIO]:.3f}" if best.best_values else "no result yet"
+                        text = f"best {amount(best.best_values[0])} @ {best.best_params[RATIO]:.3f}" if best.best_values else "no result yet"
                         running = f", {data['running']} running" if data.get("running") else ""
                         progress.update(task, completed=data["finished"], total=data["total"],
                                         description=f"{plan.workload.name}: {text}{running}")

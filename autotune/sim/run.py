@@ -143,6 +143,76 @@ def _drive(
     return live, now, False
 
 
+class SimSession:
+    """One simulated server boot, replayed against any number of times in virtual time (the
+    `sim-fast` backend's load search runs its levels on one session, as the `sim` and real
+    backends run them on one server)."""
+
+    def __init__(self, config: SimServerConfig) -> None:
+        self.engine = SimEngine(config)
+        self.logs = list(self.engine.startup.log_lines)
+        self.logs.append("The server is fired up and ready to roll!")
+        self.now = 0.0  # the session's virtual clock
+
+    @property
+    def startup(self) -> StartUp:
+        return self.engine.startup
+
+    def replay(
+        self,
+        workload: Workload,
+        *,
+        slo: SLO | None = None,
+        sample_interval_s: float = 1.0,
+        time_budget_s: float | None = None,
+    ) -> SimResult:
+        """Replay `workload` from the session's clock on; with `time_budget_s`, stop once the
+        measured run has taken that long (virtual seconds)."""
+        engine, logs = self.engine, self.logs
+        warmups = workload.warmup_requests()
+        t = self.now
+        if warmups:  # sent one at a time before the measured run, like the replay's warm-up
+            _, t, _ = _drive(engine, warmups, (0.0,) * len(warmups), 1, t, None, sample_interval_s, logs)
+        specs = workload.requests
+        offsets = send_offsets(workload.arrival, specs)
+        samples: list[MetricSample] = []
+        live, end, hung = (({}, t, False) if engine.crashed else _drive(
+            engine, specs, offsets, concurrency_limit(workload.arrival), t, samples, sample_interval_s, logs, time_budget_s
+        ))
+        samples.append(engine.sample(end - t))
+        self.now = end
+        outcomes = tuple(_outcome(spec, live[spec.index], t) if spec.index in live else _unsent(spec) for spec in specs)
+        duration = end - t
+        return SimResult(
+            outcomes=outcomes,
+            summary=summarize(outcomes, duration, slo),
+            samples=tuple(samples),
+            series=summarize_series(samples),
+            startup=engine.startup,
+            duration_s=duration,
+            hung=hung,
+            overran=time_budget_s is not None and end - t > time_budget_s,
+            log_lines=tuple(logs),
+            crashed=engine.crashed.sglang_line if engine.crashed else None,
+        )
+
+    def drain(self, pause_s: float = 0.0) -> float:
+        """After a replay cut short: the client has gone, so queued requests are dropped (the `sim`
+        server aborts a disconnected request while it is queued) and running ones finish; then
+        `pause_s` idle. Returns the virtual seconds it took."""
+        engine, began = self.engine, self.now
+        engine.scheduler.waiting.clear()
+        now = self.now
+        while not engine.idle:
+            report = engine.step(now)
+            if report.kind == "idle":
+                break  # nothing can run: nothing more will free
+            now = report.end_s
+        engine.refresh_idle()
+        self.now = now + pause_s
+        return self.now - began
+
+
 def simulate(
     workload: Workload,
     config: SimServerConfig,
@@ -153,34 +223,7 @@ def simulate(
 ) -> SimResult:
     """Replay `workload` against a simulated server built from `config`, in virtual time; with
     `time_budget_s`, stop once the measured run has taken that long (virtual seconds)."""
-    engine = SimEngine(config)
-    logs = list(engine.startup.log_lines)
-    logs.append("The server is fired up and ready to roll!")
-    warmups = workload.warmup_requests()
-    t = 0.0
-    if warmups:  # sent one at a time before the measured run, like the replay's warm-up
-        _, t, _ = _drive(engine, warmups, (0.0,) * len(warmups), 1, t, None, sample_interval_s, logs)
-    specs = workload.requests
-    offsets = send_offsets(workload.arrival, specs)
-    samples: list[MetricSample] = []
-    live, end, hung = (({}, t, False) if engine.crashed else _drive(
-        engine, specs, offsets, concurrency_limit(workload.arrival), t, samples, sample_interval_s, logs, time_budget_s
-    ))
-    samples.append(engine.sample(end - t))
-    outcomes = tuple(_outcome(spec, live[spec.index], t) if spec.index in live else _unsent(spec) for spec in specs)
-    duration = end - t
-    return SimResult(
-        outcomes=outcomes,
-        summary=summarize(outcomes, duration, slo),
-        samples=tuple(samples),
-        series=summarize_series(samples),
-        startup=engine.startup,
-        duration_s=duration,
-        hung=hung,
-        overran=time_budget_s is not None and end - t > time_budget_s,
-        log_lines=tuple(logs),
-        crashed=engine.crashed.sglang_line if engine.crashed else None,
-    )
+    return SimSession(config).replay(workload, slo=slo, sample_interval_s=sample_interval_s, time_budget_s=time_budget_s)
 
 
 def crash_log_lines(crash: DeviceAssert) -> list[str]:

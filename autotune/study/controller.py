@@ -230,8 +230,10 @@ def _trial_spec(plan: StudyPlan, trial: optuna.trial.Trial, params: dict[str, An
         boot_timeout_s=plan.boot_timeout_s,
         # SGLang's default is the baseline of every gain: it always runs to the end (within its
         # time budget: no trial grinds).
-        early_stop=EarlyStop() if plan.early_stop and not _is_default(params) else None,
-        time_budget_s=plan.trial_wall_budget_s,
+        # A load search judges each level by the SLO itself: no trial-wide early stop.
+        early_stop=EarlyStop() if plan.early_stop and not _is_default(params) and plan.load_search() is None else None,
+        time_budget_s=plan.trial_wall_budget_s,  # per load level under a load search
+        load_search=plan.load_search(),
     )
 
 
@@ -319,7 +321,9 @@ def _tell_values(study: optuna.Study, plan: StudyPlan, trial: optuna.trial.Trial
         study.tell(trial, state=state)
         return result.message
     study.tell(trial, values)
-    return f"{result.failure.value}: {result.message}" if result.failure else "ok"
+    if result.failure:
+        return f"{result.failure.value}: {result.message}"
+    return f"ok: {result.message}" if result.load_search is not None else "ok"  # what the load search found
 
 
 def run_study(
@@ -522,7 +526,8 @@ def _keep(study: optuna.Study, key: str, value: Any) -> None:
 def _point(trial: optuna.trial.FrozenTrial) -> TrialPoint:
     ratio = float(trial.params[RATIO])
     if trial.state == TrialState.COMPLETE:
-        return TrialPoint(ratio, trial.values[0], "complete")
+        searched = (trial.user_attrs.get(ATTR_RESULT) or {}).get("load_search") or {}
+        return TrialPoint(ratio, trial.values[0], "complete", tuple(searched.get("levels", ())))
     if trial.state == TrialState.PRUNED:
         too_slow = (trial.user_attrs.get(ATTR_RESULT) or {}).get("failure") == FailureKind.TOO_SLOW.value
         return TrialPoint(ratio, trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None,

@@ -3,7 +3,10 @@
 - `throughput`: total token throughput (bench_serving's figure), maximised, subject to the SLO's
   P99 limits as Optuna constraints (a trial over a limit is infeasible, not just worse);
 - `goodput`: requests per second that met the SLO's per-request limits (bench_serving --goodput);
-- `pareto`: throughput up and P99 TTFT down, both kept (multi-objective).
+- `pareto`: throughput up and P99 TTFT down, both kept (multi-objective);
+- `capacity`: for arrival-driven workloads, requests/s per GPU at the largest load level whose P99
+  TTFT/TPOT meet the SLO, found by a load search on each trial's one boot (workers/load_search.py).
+  The SLO is inside the value (a level over it does not count), so it adds no constraint.
 
 A server that hung, crashed or failed requests at a ratio measured something real about that
 ratio: it scores zero throughput (the search learns to avoid the region). A configuration SGLang
@@ -22,8 +25,9 @@ from autotune.measure.serving_metrics import SLO
 from workers.failures import FailureKind
 from workers.trial import TrialResult
 
-OBJECTIVES = ("throughput", "goodput", "pareto")
+OBJECTIVES = ("throughput", "goodput", "pareto", "capacity")
 RETRY = frozenset({FailureKind.WORKER_LOST, FailureKind.INTERNAL_ERROR, FailureKind.BOOT_TIMEOUT})
+CAPACITY_LABEL = "req/s/GPU at SLO"
 WORST_LATENCY_MS = 1e9  # a broken server's latency, finite so every sampler accepts it
 
 
@@ -37,6 +41,9 @@ class Objective:
             raise ValueError(f"unknown objective {self.name!r}; use one of {', '.join(OBJECTIVES)}")
         if self.name == "goodput" and (self.slo is None or not self.slo.has_goodput):
             raise ValueError("--objective goodput needs per-request limits: --slo ttft=MS,tpot=MS (or e2e=MS)")
+        if self.name == "capacity" and (self.slo is None or (self.slo.ttft_p99_ms is None and self.slo.tpot_p99_ms is None)):
+            raise ValueError("--objective capacity needs P99 limits to measure the load against: "
+                             "--slo ttft_p99=MS,tpot_p99=MS (either or both)")
 
     @property
     def directions(self) -> list[optuna.study.StudyDirection]:
@@ -46,12 +53,16 @@ class Objective:
 
     @property
     def labels(self) -> list[str]:
-        return {"throughput": ["total tok/s"], "goodput": ["good req/s"], "pareto": ["total tok/s", "P99 TTFT ms"]}[self.name]
+        return {"throughput": ["total tok/s"], "goodput": ["good req/s"], "pareto": ["total tok/s", "P99 TTFT ms"],
+                "capacity": [CAPACITY_LABEL]}[self.name]
 
     def values(self, result: TrialResult) -> list[float] | None:
         """Objective values, or None when the trial carries no measurement (it failed)."""
         if result.failure is not None and (result.failure.infeasible or result.failure in RETRY):
             return None
+        if self.name == "capacity":
+            # No level measured (a crash on the way) is the server breaking at this ratio: 0.
+            return [result.load_search.capacity_rps_per_gpu if result.load_search and result.failure is None else 0.0]
         summary = result.summary
         # Too slow: stopped at its time budget, like a trial stopped early; what it measured by then counts.
         measured = result.failure is None or (result.failure is FailureKind.TOO_SLOW and result.stopped_early)
@@ -66,13 +77,13 @@ class Objective:
 
     @property
     def constraint_names(self) -> list[str]:
-        if self.slo is None:
+        if self.slo is None or self.name == "capacity":
             return []
         return [name for name, limit in (("ttft_p99_ms", self.slo.ttft_p99_ms), ("tpot_p99_ms", self.slo.tpot_p99_ms)) if limit is not None]
 
     def constraints(self, result: TrialResult) -> list[float]:
         """Optuna constraint values (<= 0 is feasible): how far P99 TTFT/TPOT exceed the SLO (ms)."""
-        if self.slo is None or result.summary is None:
+        if self.slo is None or result.summary is None or self.name == "capacity":
             return []
         out = []
         if self.slo.ttft_p99_ms is not None:

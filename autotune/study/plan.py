@@ -41,6 +41,7 @@ from autotune.study.objective import Objective
 from autotune.study.space import SearchSpace, select_space
 from autotune.study.stopping import check_noise_floor
 from autotune.workloads import Workload, concurrency_limit
+from workers.load_search import DEFAULT_MAX_LEVELS, LoadSearchSpec, require_arrival_driven
 
 DEFAULT_SIM_GPU = "H100-80GB"
 DEFAULT_TIME_SCALE = 10.0  # the `sim` server's clock vs the wall; docs/simulator.md says why 10
@@ -83,6 +84,7 @@ class StudyPlan:
     # noise band (autotune/study/stopping.py); False runs every trial (`--run-all-trials`).
     stop_when_known: bool = True
     noise_floor: float = DEFAULT_NOISE_FLOOR  # the noise band's floor, a share of the best value
+    load_levels: int = DEFAULT_MAX_LEVELS  # `--objective capacity`: load levels per trial, at most
 
     @property
     def name(self) -> str:
@@ -105,6 +107,12 @@ class StudyPlan:
     @property
     def trial_wall_budget_s(self) -> float | None:
         return None if self.trial_time_budget_s is None else self.trial_time_budget_s / self.time_scale
+
+    def load_search(self) -> LoadSearchSpec | None:
+        """What each trial's load search looks like (`--objective capacity`), else None."""
+        if self.objective.name != "capacity" or self.objective.slo is None:
+            return None
+        return LoadSearchSpec(slo=self.objective.slo, gpus=self.tp, max_levels=self.load_levels)
 
     @property
     def page_size(self) -> int:
@@ -147,6 +155,7 @@ class TrialPoint:
     ratio: float
     value: float | None  # the first objective; for a trial stopped early, what it measured by then
     status: str  # complete | stopped early | failed: <failure class>
+    levels: tuple[dict[str, Any], ...] = ()  # `--objective capacity`: the load levels measured (LoadLevel dicts)
 
 
 @dataclass(frozen=True)
@@ -224,10 +233,13 @@ def build_plan(
     stop_when_known: bool = True,
     noise_floor: float = DEFAULT_NOISE_FLOOR,
     cuda_graph_max_bs: int | str = "auto",
+    load_levels: int = DEFAULT_MAX_LEVELS,
 ) -> StudyPlan:
     if not model.hybrid_swa:
         raise ValueError(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")
     check_noise_floor(noise_floor)
+    if objective.name == "capacity":
+        require_arrival_driven(workload)  # before anything boots: a closed loop has no load to scale
     flags: dict[str, Any] = {}
     if page_size:
         flags[PAGE_SIZE] = page_size
@@ -268,5 +280,5 @@ def build_plan(
         budget_bytes=budget.bytes, server_flags=flags, sim_flags=sim_flags, extra_args=extra_args, log_dir=log_dir,
         try_ratios=tuple(validate_ratio(r) for r in try_ratios), early_stop=early_stop,
         heartbeat_s=heartbeat_s, grace_s=grace_s, trial_time_budget_s=trial_time_budget_s(model, gpu, workload, tp=tp),
-        stop_when_known=stop_when_known, noise_floor=noise_floor,
+        stop_when_known=stop_when_known, noise_floor=noise_floor, load_levels=load_levels,
     )
