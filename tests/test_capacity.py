@@ -209,3 +209,20 @@ def test_levels_run_on_one_boot_of_the_http_sim_server(tmp_path: Path) -> None:
     # The one server counted every request the levels sent (cut-short levels' unsent ones excepted).
     sent = sum(lv.completed for lv in levels)
     assert result.server_counters["sglang:num_requests_total"] >= sent
+
+
+def test_the_dashboard_plots_load_against_latency_per_ratio() -> None:
+    from autotune.dashboard.plots import StudyView, TrialView, study_figures
+
+    def trial(number: int, ratio: float, capacity: float) -> TrialView:
+        levels = threshold_search(capacity).to_dict()
+        return TrialView(number, "COMPLETE", ratio, (capacity,), {"load_search": levels})
+
+    view = StudyView("s", {"objective": "capacity", "slo": {"ttft_p99_ms": 3000.0, "tpot_p99_ms": 100.0},
+                           "simulated": True}, (trial(0, 0.4, 2.5), trial(1, 0.8, 1.2)))
+    figure = study_figures(view)["autotune-capacity"]
+    names = {trace.name for trace in figure.data}
+    assert names == {"ratio 0.400", "ratio 0.800 (default)"} and len(figure.data) == 4  # TTFT and TPOT each
+    assert {shape.y0 for shape in figure.layout.shapes} == {3000.0, 100.0}  # the SLO's lines
+    assert "SIMULATED" in figure.layout.title.text
+    assert "autotune-capacity" not in study_figures(StudyView("t", {"objective": "throughput"}, ()))

@@ -18,7 +18,9 @@ from typing import Callable
 import aiohttp
 
 from autotune.measure.serving_metrics import RequestOutcome, ServingSummary, summarize
-from workers.load_search import LoadLevel, LoadSearchSpec, judge_level, next_multiplier, offered_rate, scaled, slo_broken
+from workers.load_search import (
+    LoadLevel, LoadSearchSpec, judge_level, level_budget_s, next_multiplier, offered_rate, scaled, slo_broken,
+)
 from workers.replay import ReplayConfig, replay
 from workers.scrape import Scraper, parse_metrics
 
@@ -82,6 +84,7 @@ async def run_levels(
             total = len(level_workload.requests)
             finished: list[RequestOutcome] = []
             began = time.monotonic()
+            budget_s = level_budget_s(time_budget_s, multiplier)
             cut = ""
 
             def on_done(outcome: RequestOutcome) -> None:
@@ -91,7 +94,7 @@ async def run_levels(
 
             def should_stop(_: int) -> bool:
                 nonlocal cut
-                if time_budget_s is not None and time.monotonic() - began > time_budget_s:
+                if budget_s is not None and time.monotonic() - began > budget_s:
                     cut = f"too slow: {len(finished)} of {total} requests finished within the level's time budget"
                 else:
                     cut = slo_broken(finished, total, slo)

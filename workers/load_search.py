@@ -161,6 +161,12 @@ def next_multiplier(levels: Sequence[LoadLevel], spec: LoadSearchSpec) -> float 
     return _round((low + high) / 2)
 
 
+def level_budget_s(budget_s: float | None, multiplier: float) -> float | None:
+    """A level's time budget: the trial's (derived from the workload at 1x), stretched as the level
+    stretches the arrivals below 1x (a level at 0.25x spans four times as long)."""
+    return None if budget_s is None else budget_s * max(1.0, 1.0 / multiplier)
+
+
 def _round(value: float) -> float:
     """Multipliers people can read (3 significant digits)."""
     return float(f"{value:.3g}")

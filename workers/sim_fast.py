@@ -16,7 +16,7 @@ from autotune.sim.args import load_model_for, parse_args, server_config
 from autotune.sim.run import SimResult, SimSession, simulate
 from workers.failures import FailureKind
 from workers.futures import first_done
-from workers.load_search import LoadLevel, LoadSearchResult, judge_level, offered_rate, run_search, scaled
+from workers.load_search import LoadLevel, LoadSearchResult, judge_level, level_budget_s, offered_rate, run_search, scaled
 from workers.server_truth import ServerMemory
 from workers.trial import TrialResult, TrialSpec, too_slow_message
 
@@ -90,7 +90,8 @@ def _search_levels(spec: TrialSpec, session: SimSession, budget_s: float | None)
         if any(run.hung for run in runs.values()):
             return LoadLevel(multiplier, 0.0, 0.0, None, None, 0, 0, 0.0, False, "not run: the server hung at a lower level")
         workload = scaled(spec.workload, multiplier, warmup=not runs)
-        run = session.replay(workload, slo=spec.slo, sample_interval_s=spec.scrape_interval_s, time_budget_s=budget_s)
+        run = session.replay(workload, slo=spec.slo, sample_interval_s=spec.scrape_interval_s,
+                             time_budget_s=level_budget_s(budget_s, multiplier))
         runs[multiplier] = run
         cut = "too slow: over the level's time budget" if run.overran else ("hung" if run.hung else "")
         session.drain(search.drain_s)

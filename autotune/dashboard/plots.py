@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -75,6 +76,11 @@ class TrialView:
     @property
     def feasible(self) -> bool:
         return all(c <= 0 for c in self.constraints)
+
+    @property
+    def load_levels(self) -> list[dict[str, Any]]:
+        """`--objective capacity`: the load levels this trial measured on its one boot (LoadLevel dicts)."""
+        return list(((self.result or {}).get("load_search") or {}).get("levels") or [])
 
     @property
     def failure(self) -> str | None:
@@ -263,9 +269,47 @@ def pareto_figure(study: StudyView) -> go.Figure:
     return fig
 
 
+def capacity_figure(study: StudyView) -> go.Figure:
+    """`--objective capacity`: P99 TTFT and TPOT against the offered load (req/s per GPU), one line per
+    ratio (its load levels, measured on one boot), the SLO's limits as horizontal lines."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("P99 TTFT (ms)", "P99 TPOT (ms)"), horizontal_spacing=0.1)
+    trials = sorted((t for t in study.complete() if t.load_levels), key=lambda t: (t.ratio, t.number))
+    palette = plotly.colors.qualitative.Plotly
+    for index, trial in enumerate(trials):
+        color = palette[index % len(palette)]  # the same ratio, the same colour in both panels
+        gpus = int(((trial.result or {}).get("load_search") or {}).get("gpus") or 1)
+        levels = sorted(trial.load_levels, key=lambda level: level["multiplier"])
+        x = [level["offered_rps"] / gpus for level in levels]
+        hover = [f"ratio {trial.ratio:.3f}, {level['multiplier']:g}x: {'meets the SLO' if level['passed'] else level['why']}"
+                 for level in levels]
+        symbols = ["circle" if level["passed"] else "x" for level in levels]
+        name = f"ratio {trial.ratio:.3f}" + (" (default)" if abs(trial.ratio - DEFAULT_RATIO) < 1e-9 else "")
+        for col, key in ((1, "ttft_p99_ms"), (2, "tpot_p99_ms")):
+            fig.add_trace(go.Scatter(x=x, y=[level[key] for level in levels], mode="markers+lines", name=name,
+                                     legendgroup=f"t{trial.number}", showlegend=col == 1, text=hover,
+                                     marker=dict(symbol=symbols, size=9, color=color),
+                                     line=dict(color=color, dash="dash" if abs(trial.ratio - DEFAULT_RATIO) < 1e-9 else "solid")),
+                          row=1, col=col)
+    slo = study.attrs.get("slo") or {}
+    for col, key in ((1, "ttft_p99_ms"), (2, "tpot_p99_ms")):
+        if slo.get(key):
+            fig.add_hline(y=slo[key], line=dict(color=FULL_COLOR, dash="dot"), row=1, col=col,
+                          annotation_text=f"SLO {slo[key]:g} ms", annotation_position="top left")
+    if not trials:
+        fig.add_annotation(text="no load levels measured yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_xaxes(title_text="offered load (req/s per GPU)", rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(title=dict(text=f"Load vs latency per ratio (x: SLO missed){_sim_tag(study.simulated)}"
+                                      f"<br><sup>{study.title}</sup>"),
+                      height=480, margin=dict(l=50, r=20, t=80, b=40), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
 def study_figures(study: StudyView) -> dict[str, go.Figure]:
     """Per-study figures by a stable id (valid HTML ids: optuna-dashboard uses them as element ids)."""
     figures = {"autotune-ratio": ratio_figure(study)}
+    if study.attrs.get("objective") == "capacity" or any(t.load_levels for t in study.trials):
+        figures["autotune-capacity"] = capacity_figure(study)
     if study.multi_objective:
         figures["autotune-pareto"] = pareto_figure(study)
     return figures
