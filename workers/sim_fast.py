@@ -42,15 +42,12 @@ def run_sim_fast(spec: TrialSpec) -> TrialResult:
     except InsufficientMemory as oom:
         return TrialResult(ok=False, failure=FailureKind.OUT_OF_MEMORY, message=str(oom), finished_at=time.time(), **base)
     failed = sum(not o.success for o in result.outcomes)
-<<<<<<< HEAD
     if result.crashed:  # the server's own words: its log's exception line
         failure, message = FailureKind.CRASHED, result.crashed
-=======
-    if searched is not None:  # a level that failed or overran is a measurement of the load, not of the trial
+    elif searched is not None:  # a level that failed or overran is a measurement of the load, not of the trial
         failure = FailureKind.HANG if result.hung else None
         message = "the simulated server hung: waiting requests could never be admitted" if result.hung else searched.describe()
         failed = 0 if failure is None else failed
->>>>>>> ded86d3 (Issue 13 item 4: --objective capacity: per trial, a bounded load search (1x, doubled/halved until the SLO breaks or holds, then bisected; --load-levels, default 6) on ONE boot, each level a replay at a multiplied trace speed-up / Poisson rate under the per-level time budget, cut short once its P99 is over the SLO, drained between levels; the value is the largest passing level's offered req/s per GPU (0, said, when none passes); levels kept in TrialResult.load_search (workers/load_search.py, load_replay.py; sim-fast on one SimSession); closed-loop workloads and a missing p99 SLO refused with the fix; run's summary, a per-ratio capacity table and --json points carry the levels; tests/test_capacity.py)
     elif result.overran:
         failure, message = FailureKind.TOO_SLOW, too_slow_message(len(result.outcomes) - failed, len(result.outcomes), budget)
     elif result.hung:
