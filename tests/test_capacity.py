@@ -226,3 +226,21 @@ def test_the_dashboard_plots_load_against_latency_per_ratio() -> None:
     assert {shape.y0 for shape in figure.layout.shapes} == {3000.0, 100.0}  # the SLO's lines
     assert "SIMULATED" in figure.layout.title.text
     assert "autotune-capacity" not in study_figures(StudyView("t", {"objective": "throughput"}, ()))
+
+
+@pytest.mark.slow
+def test_a_time_scaled_simulated_server_sees_the_workloads_arrival_rate(tmp_path) -> None:
+    """The `sim` server's clock runs --time-scale times the wall's; a Poisson workload must reach it
+    at its own rate, not time-scale times slower (the replay paces arrivals for the server's clock)."""
+    from workers.spec import ServerSpec
+    from workers.trial import TrialSpec, run_trial
+
+    rate = 20.0
+    workload = Workload(name="pois", requests=tuple(RequestSpec(index=i, prompt_len=128, output_len=16) for i in range(100)),
+                        arrival=PoissonRate(rate, seed=1))
+    server = ServerSpec(backend="sim", model_path="gemma-4-26B-A4B-it", flags={"swa-full-tokens-ratio": 0.8},
+                        sim_flags={"gpu": "H100-80GB", "time-scale": 10.0})
+    result = run_trial(TrialSpec(trial_id="paced", server=server, workload=workload, log_dir=str(tmp_path)))
+    assert result.ok, result.message
+    # Light load: requests finish about as fast as they arrive, on the server's clock.
+    assert result.summary.request_throughput == pytest.approx(rate, rel=0.35)

@@ -19,7 +19,7 @@ import aiohttp
 
 from autotune.measure.serving_metrics import RequestOutcome, ServingSummary, summarize
 from workers.load_search import (
-    LoadLevel, LoadSearchSpec, judge_level, level_budget_s, next_multiplier, offered_rate, scaled, slo_broken,
+    LoadLevel, LoadSearchSpec, judge_level, level_budget_s, next_multiplier, offered_rate, paced_for_server, scaled, slo_broken,
 )
 from workers.replay import ReplayConfig, replay
 from workers.scrape import Scraper, parse_metrics
@@ -80,7 +80,7 @@ async def run_levels(
             level_workload = scaled(workload, multiplier, warmup=not runs.levels)
             # A simulated server's clock runs `time_scale` times the wall's: send its arrivals that much
             # faster, so that on its clock (where it times every request) the rate is the level's.
-            sent = scaled(level_workload, time_scale) if time_scale != 1 else level_workload
+            sent = paced_for_server(level_workload, time_scale)
             total = len(level_workload.requests)
             finished: list[RequestOutcome] = []
             began = time.monotonic()

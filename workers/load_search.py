@@ -84,6 +84,14 @@ def scaled(workload: Workload, multiplier: float, *, warmup: bool = True) -> Wor
     return dataclasses.replace(workload, arrival=arrival, warmup=workload.warmup if warmup else 0)
 
 
+def paced_for_server(workload: Workload, time_scale: float) -> Workload:
+    """The workload as the client must send it so that a server whose clock runs `time_scale` times
+    the wall's (the simulator's --time-scale) sees its arrival rate; closed-loop workloads have none."""
+    if time_scale == 1 or not isinstance(workload.arrival, (TraceTimes, PoissonRate)):
+        return workload
+    return scaled(workload, time_scale)
+
+
 def offered_rate(workload: Workload) -> float:
     """Requests/s the workload's arrivals offer: a Poisson rate, or a trace's requests over its span
     (`autotune workload show`'s offered req/s)."""

@@ -18,7 +18,7 @@ from autotune.measure.serving_metrics import SLO, RequestOutcome, ServingSummary
 from autotune.workloads import Workload
 from workers.failures import FailureKind, TrialFailure
 from workers.load_replay import LevelRuns, run_levels
-from workers.load_search import LoadSearchResult, LoadSearchSpec
+from workers.load_search import LoadSearchResult, LoadSearchSpec, paced_for_server
 from workers.process import ServerProcess
 from workers.early_stop import EarlyStop
 from workers.replay import ReplayConfig, ReplayResult, replay
@@ -134,9 +134,12 @@ async def _measure(
             return True
         return spec.early_stop is not None and spec.early_stop.lost(scraper.samples, finished, total)
 
+    # A simulated server's clock runs --time-scale times the wall's: arrivals go out that much faster,
+    # so that the rate it sees is the workload's (the replay's figures are on the server's clock).
+    sent = paced_for_server(spec.workload, float(spec.server.sim_flags.get("time-scale", 1.0)))
     try:
         result = await replay(
-            spec.workload,
+            sent,
             ReplayConfig(base_url=server.base_url, hang_timeout_s=spec.hang_timeout_s),
             server_alive=lambda: server.alive,
             on_start=scraper.start,
