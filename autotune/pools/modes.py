@@ -103,7 +103,8 @@ def require_ratio_to_matter(flags: Mapping[str, object], extra_args: Sequence[st
     if not mode.ratio_matters:
         fix = {
             SINGLE_POOL: "drop --disable-hybrid-swa-memory to tune the split",
-            UNIFIED: "drop --enable-unified-memory to tune the static split it would replace",
+            UNIFIED: "drop --enable-unified-memory to tune the static split it would replace, or measure both with "
+                     "--modes static,unified",
             REQUEST_CAP: "drop --max-running-requests or --disable-radix-cache to tune the ratio",
         }[mode.name]
         raise RatioIgnored(f"{mode.reason}, so --swa-full-tokens-ratio has no effect and a study of it would measure "
