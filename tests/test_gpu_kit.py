@@ -25,6 +25,8 @@ KIT_SRC = REPO / "deploy" / "gpu-kit"
 NODE_SH = KIT_SRC / "node.sh"
 KIT_NAME = "swa-autotune-gpu-kit-sglang0.5.17-py312-sm90"
 LIMIT_MB = 60
+RAY_KIT_NAME = "swa-autotune-ray-kit-ray2.60.0-py312"
+RAY_LIMIT_MB = 50
 CACHE = Path(os.environ.get("SWA_KIT_CACHE") or REPO / "dist" / ".gpu-kit-cache")
 HERE_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -66,8 +68,11 @@ def fake_kit(root: Path, torch_source: str | None, python: str = HERE_PY) -> Pat
     return kit
 
 
-def doctor(kit: Path, tmp_path: Path, python: str = sys.executable) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHON": python, "PYTHONPATH": str(REPO), "TRITON_CACHE_DIR": str(tmp_path / "triton")}
+def doctor(kit: Path, tmp_path: Path, python: str = sys.executable, ray: str = "0") -> subprocess.CompletedProcess:
+    """node.sh doctor; its Ray check is off (SWA_AUTOTUNE_RAY=0) unless `ray` says "1"."""
+    env = {**os.environ, "PYTHON": python, "PYTHONPATH": str(REPO), "TRITON_CACHE_DIR": str(tmp_path / "triton"),
+           "SWA_AUTOTUNE_RAY": ray}
+    env.pop("SWA_AUTOTUNE_RAY_KIT", None)
     return subprocess.run(["bash", str(kit / "node.sh"), "doctor"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
 
@@ -121,6 +126,65 @@ def test_doctor_rejects_another_python_and_a_missing_interpreter(tmp_path):
     assert "not found. Set PYTHON to the node image's Python 3" in result.stderr
 
 
+# A stand-in for Ray: enough of its API for doctor's probe (init, a remote task, get, shutdown).
+FAKE_RAY = '''
+__version__ = "2.60.0"
+_gpus = 0
+def init(num_cpus=None, num_gpus=0, **kwargs):
+    global _gpus
+    _gpus = num_gpus
+def shutdown(): pass
+def cluster_resources(): return {"CPU": 2.0, "GPU": float(_gpus)}
+def get_gpu_ids(): return [0]
+class _Ref:
+    def __init__(self, value): self.value = value
+class _Remote:
+    def __init__(self, fn): self.fn = fn
+    def remote(self, *args, **kwargs): return _Ref(self.fn(*args, **kwargs))
+def remote(*args, **kwargs):
+    if args and callable(args[0]):
+        return _Remote(args[0])
+    return _Remote
+def get(ref, timeout=None): return ref.value
+'''
+
+
+def test_doctor_fails_with_the_fix_when_ray_is_missing(tmp_path):
+    kit = fake_kit(tmp_path, FAKE_TORCH.format(version="2.11.0+cu130", gpus=1))
+    (kit / "site" / "ray").mkdir()  # shadows any ray of this machine's Python, as on a node without the Ray kit
+    (kit / "site" / "ray" / "__init__.py").write_text(MISSING_TORCH.replace("torch", "ray"))
+    result = doctor(kit, tmp_path, ray="1")
+    assert result.returncode != 0
+    out = result.stdout
+    assert "FAIL  ray is not importable" in out
+    assert "bash deploy/gpu-kit/build.sh --ray" in out and "SWA_AUTOTUNE_RAY_KIT=DIR" in out
+    assert "SWA_AUTOTUNE_RAY=0 if this node only runs --runner local" in out
+    assert "1 problem(s)" in out
+
+    # and a SWA_AUTOTUNE_RAY_KIT that is not a Ray kit
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TRITON_CACHE_DIR": str(tmp_path / "triton"),
+           "SWA_AUTOTUNE_RAY_KIT": str(tmp_path / "nowhere")}
+    missing_dir = subprocess.run(["bash", str(kit / "node.sh"), "doctor"], env=env, cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=120)
+    assert f"FAIL  SWA_AUTOTUNE_RAY_KIT={tmp_path / 'nowhere'} has no site/ directory" in missing_dir.stdout
+
+
+def test_doctor_starts_ray_from_the_ray_kit_beside_the_kit(tmp_path):
+    kit = fake_kit(tmp_path, FAKE_TORCH.format(version="2.11.0+cu130", gpus=1))
+    ray_site = kit / "ray-kit" / "site" / "ray"  # tar -xJf swa-autotune-ray-kit-*.tar.xz -C KIT
+    ray_site.mkdir(parents=True)
+    (ray_site / "__init__.py").write_text(FAKE_RAY)
+    result = doctor(kit, tmp_path, ray="1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"ok    import ray 2.60.0 ({ray_site})" in out
+    assert "ok    ray: a local Ray started (num_gpus=1; cluster GPU=1.0), ran a task and a num_gpus=1 task on GPU 0" in out
+    assert "all good" in out
+
+    skipped = doctor(kit, tmp_path, ray="0")
+    assert "skip  ray: SWA_AUTOTUNE_RAY=0" in skipped.stdout and skipped.returncode == 0
+
+
 def test_node_sh_env_puts_the_kit_first(tmp_path):
     kit = fake_kit(tmp_path, None)
     env = {**os.environ, "PYTHONPATH": "/elsewhere"}
@@ -131,6 +195,14 @@ def test_node_sh_env_puts_the_kit_first(tmp_path):
     assert "export HF_HUB_OFFLINE=1" in out and "export TRANSFORMERS_OFFLINE=1" in out
     assert f"export SWA_AUTOTUNE_KIT={kit}" in out
     assert "swa-autotune/triton" in out
+    assert "export RAY_USAGE_STATS_ENABLED=0" in out
+
+    (tmp_path / "ray-kit" / "site").mkdir(parents=True)  # the Ray kit unpacked beside the kit: its site/ second
+    env.pop("SWA_AUTOTUNE_RAY_KIT", None)
+    out = subprocess.run(["bash", str(kit / "node.sh"), "env"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert f"export PYTHONPATH={kit / 'site'}:{tmp_path / 'ray-kit' / 'site'}:/elsewhere" in out
+    assert f"export SWA_AUTOTUNE_RAY_KIT={tmp_path / 'ray-kit'}" in out
 
 
 # -- slow: the real build --------------------------------------------------------------------------
@@ -178,6 +250,71 @@ def node_python(built_kit):
                        check=True, timeout=600)
         (venv / ".complete").write_text(digest)
     return str(python)
+
+
+@pytest.fixture(scope="module")
+def built_ray_kit(tmp_path_factory):
+    """Run build.sh --ray once: (tarball path, build stdout, unpacked ray-kit dir)."""
+    out = tmp_path_factory.mktemp("ray-kit")
+    result = subprocess.run(["bash", str(KIT_SRC / "build.sh"), "--ray", "--out", str(out), "--cache", str(CACHE)],
+                            cwd=REPO, capture_output=True, text=True, timeout=1700)
+    assert result.returncode == 0, f"build.sh --ray failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    tarball = out / f"{RAY_KIT_NAME}.tar.xz"
+    assert tarball.is_file(), result.stdout
+    unpacked = out / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-xJf", str(tarball), "-C", str(unpacked)], check=True)
+    return tarball, result.stdout, unpacked / "ray-kit"
+
+
+@pytest.fixture(scope="module")
+def ray_node_python():
+    """The stand-in node's venv plus stand-ins for the image's copies of Ray core's requirements."""
+    py312 = _python312()
+    if py312 is None:
+        pytest.skip("python3.12 is not available here: it stands in for the GPU node's Python")
+    specs = [KIT_SRC / "node-emulation-py312.txt", KIT_SRC / "node-emulation-ray-py312.txt"]
+    digest = hashlib.sha256(b"".join(spec.read_bytes() for spec in specs)).hexdigest()[:12]
+    venv = CACHE / f"node-venv-ray-py312-{digest}"
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([py312, "-m", "venv", str(venv)], check=True, timeout=300)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--only-binary=:all:",
+                        *[arg for spec in specs for arg in ("-r", str(spec))]], check=True, timeout=600)
+        (venv / ".complete").write_text(digest)
+    return str(python)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_ray_kit_is_small_trimmed_and_starts_ray_on_the_nodes_python(built_ray_kit, ray_node_python, tmp_path):
+    tarball, stdout, ray_kit = built_ray_kit
+    m = re.search(r"^kit size: ([0-9.]+) MB \(([0-9]+) bytes", stdout, re.M)
+    assert m and int(m.group(2)) == tarball.stat().st_size, stdout
+    assert tarball.stat().st_size <= RAY_LIMIT_MB * 1_000_000, f"Ray kit is {m.group(1)} MB, over {RAY_LIMIT_MB} MB"
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+    for needed in ("ray-kit/manifest.json", "ray-kit/site/ray/__init__.py", "ray-kit/site/ray/_raylet.so",
+                   "ray-kit/site/ray/core/src/ray/raylet/raylet", "ray-kit/site/jsonschema/__init__.py"):
+        assert needed in names, f"{needed} missing from the Ray kit"
+    for gone in ("ray-kit/site/ray/jars/", "ray-kit/site/ray/dashboard/client/build/", "ray-kit/site/ray/rllib/"):
+        assert not [n for n in names if n.startswith(gone)], gone
+    assert not [n for n in names if "/__pycache__/" in n]
+    manifest = json.loads((ray_kit / "manifest.json").read_text())
+    assert manifest["kit"] == "swa-autotune-ray-kit" and manifest["python"] == "3.12"
+    assert {d["name"].lower() for d in manifest["distributions"]} >= {"ray", "jsonschema"}
+    assert {g["pattern"]: g for g in manifest["trimmed"]}["ray/jars/*"]["bytes"] > 30_000_000
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "RAY_"))}
+    env.update(PYTHONPATH=str(ray_kit / "site"), PYTHONNOUSERSITE="1", RAY_USAGE_STATS_ENABLED="0")
+    probe = ("import ray; ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)\n"
+             "f = ray.remote(lambda x: x + 1)\nprint('ray', ray.__version__, ray.__file__, ray.get(f.remote(1)))\n"
+             "ray.shutdown()")
+    ran = subprocess.run([ray_node_python, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert f" {ray_kit / 'site'}" in ran.stdout and ran.stdout.strip().endswith(" 2"), ran.stdout
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@
 #
 #   bash deploy/gpu-kit/build.sh [--torch 2.11.0] [--sglang VERSION] [--python 3.12] [--arch sm90]
 #                                [--out DIR] [--cache DIR] [--max-mb 60] [--with-postgres] [--keep-stage]
+#   bash deploy/gpu-kit/build.sh --ray [--out DIR] [--cache DIR] [--max-mb 50]   # the separate Ray kit (build-ray.sh)
 #
 # Then copy dist/swa-autotune-gpu-kit-sglang<V>-py<PY>-<ARCH>.tar.xz to the node and see docs/air-gapped.md.
 # Downloads are cached (--cache, $SWA_KIT_CACHE, default dist/.gpu-kit-cache/): a second build downloads nothing.
@@ -29,6 +30,10 @@ sglang_for_torch() {
         *) return 1 ;;
     esac
 }
+
+for arg in "$@"; do
+    [ "$arg" = --ray ] && exec bash "$HERE/build-ray.sh" "$@"
+done
 
 TORCH=2.11.0
 SGLANG=""

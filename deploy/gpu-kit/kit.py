@@ -11,7 +11,8 @@ on whatever python3 builds the kit; nothing here needs the target Python 3.12.
                                                    prints JSON {distributions, trimmed} to stdout
     kit.py audit       NODE_BASE INSTALL_JSON      every shipped distribution's requirements, checked against the
                                                    kit and the node; conflicts inside the kit fail
-    kit.py manifest    OUT INSTALL_JSON AUDIT_JSON KEY=VALUE...
+    kit.py manifest    OUT INSTALL_JSON AUDIT_JSON KEY=VALUE...   (kit=swa-autotune-ray-kit ray=V python=V built_at=T
+                                                   for the Ray kit; sglang= torch= ... for the GPU kit)
 """
 
 from __future__ import annotations
@@ -215,15 +216,22 @@ def cmd_manifest(out: str, install_json: str, audit_json: str, *pairs: str) -> N
         key, _, value = pair.partition("=")
         fields[key] = value
     trimmed = installed["trimmed"]
+    kind = fields.pop("kit", "swa-autotune-gpu-kit")
+    if kind == "swa-autotune-gpu-kit":
+        head = {
+            "sglang": fields.pop("sglang"),
+            "torch_required": fields.pop("torch"),
+            "python": fields.pop("python"),
+            "arch": fields.pop("arch"),
+            "built_at": fields.pop("built_at"),
+            "project": {"version": fields.pop("project_version"), "git_commit": fields.pop("git_commit"),
+                        "git_dirty": fields.pop("git_dirty") == "true"},
+        }
+    else:  # the Ray kit (build.sh --ray): no project wheel, no SGLang
+        head = {"ray": fields.pop("ray"), "python": fields.pop("python"), "built_at": fields.pop("built_at")}
     manifest = {
-        "kit": "swa-autotune-gpu-kit",
-        "sglang": fields.pop("sglang"),
-        "torch_required": fields.pop("torch"),
-        "python": fields.pop("python"),
-        "arch": fields.pop("arch"),
-        "built_at": fields.pop("built_at"),
-        "project": {"version": fields.pop("project_version"), "git_commit": fields.pop("git_commit"),
-                    "git_dirty": fields.pop("git_dirty") == "true"},
+        "kit": kind,
+        **head,
         **fields,
         "distributions": sorted(({"name": d["name"], "version": d["version"], "wheel": d["wheel"]}
                                  for d in installed["distributions"]), key=lambda d: d["name"].lower()),

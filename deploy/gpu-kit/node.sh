@@ -8,13 +8,28 @@
 #   eval "$(/opt/swa-kit/node.sh env)"               # the same environment in this shell
 #
 # It uses the node's own Python and torch ($PYTHON, default python3) and puts the kit's site/ first on PYTHONPATH.
+# Ray comes in its own kit (build.sh --ray): unpacked beside this one (tar -xJf swa-autotune-ray-kit-*.tar.xz -C
+# /opt/swa-kit makes /opt/swa-kit/ray-kit/), or wherever SWA_AUTOTUNE_RAY_KIT points, its site/ follows the kit's
+# on PYTHONPATH and `autotune run --runner ray` works. `doctor` checks Ray (a local Ray, one task) unless
+# SWA_AUTOTUNE_RAY=0 (for nodes that only ever use --runner local).
 set -euo pipefail
 
 KIT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 PYTHON="${PYTHON:-python3}"
 
 export SWA_AUTOTUNE_KIT="$KIT"
-export PYTHONPATH="$KIT/site${PYTHONPATH:+:$PYTHONPATH}"
+# The Ray kit: $SWA_AUTOTUNE_RAY_KIT, else ray-kit/ inside this kit or beside it.
+if [ -z "${SWA_AUTOTUNE_RAY_KIT:-}" ]; then
+    for candidate in "$KIT/ray-kit" "$(dirname "$KIT")/ray-kit"; do
+        if [ -d "$candidate/site" ]; then SWA_AUTOTUNE_RAY_KIT="$candidate"; break; fi
+    done
+fi
+export SWA_AUTOTUNE_RAY_KIT="${SWA_AUTOTUNE_RAY_KIT:-}"
+RAY_SITE=""
+[ -n "$SWA_AUTOTUNE_RAY_KIT" ] && RAY_SITE="$SWA_AUTOTUNE_RAY_KIT/site"
+export PYTHONPATH="$KIT/site${RAY_SITE:+:$RAY_SITE}${PYTHONPATH:+:$PYTHONPATH}"
+# An offline node: Ray must not try to report usage statistics.
+export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 export TRANSFORMERS_OFFLINE="${TRANSFORMERS_OFFLINE:-1}"
 # Persistent across trials and runs: a warm Triton cache turns a ~200 s first boot into ~60 s.
@@ -135,6 +150,66 @@ for mod in ("sglang", "sglang.srt.server_args", "sgl_kernel", "autotune.cli.app"
         fail(f"import {mod}: {type(exc).__name__}: {exc}")
         traceback.print_exc(limit=3)
 
+# Ray (`--runner ray`): from the Ray kit; a local Ray with this node's GPUs must start and run a task.
+ray_kit = os.environ.get("SWA_AUTOTUNE_RAY_KIT", "")
+ray_fix = ("Fix: build the Ray kit where PyPI is reachable (bash deploy/gpu-kit/build.sh --ray), carry "
+           "swa-autotune-ray-kit-*.tar.xz across and unpack it beside this kit (tar -xJf ... -C "
+           f"{kit}: it makes {kit}/ray-kit/), or set SWA_AUTOTUNE_RAY_KIT=DIR; "
+           "or SWA_AUTOTUNE_RAY=0 if this node only runs --runner local")
+if os.environ.get("SWA_AUTOTUNE_RAY", "1") == "0":
+    print("skip  ray: SWA_AUTOTUNE_RAY=0 (only --runner local can run here)")
+elif ray_kit and not os.path.isdir(os.path.join(ray_kit, "site")):
+    fail(f"SWA_AUTOTUNE_RAY_KIT={ray_kit} has no site/ directory. {ray_fix}")
+else:
+    try:
+        import ray
+    except Exception as exc:
+        fail(f"ray is not importable ({type(exc).__name__}: {exc}); `autotune run --runner ray` cannot work. {ray_fix}")
+    else:
+        where = os.path.dirname(getattr(ray, "__file__", "") or "")
+        line = f"import ray {getattr(ray, '__version__', '?')} ({where})"
+        if ray_kit and where.startswith(os.path.join(ray_kit, "site") + os.sep):
+            ok(line)
+        else:
+            warn(f"{line}: not from a Ray kit ({'SWA_AUTOTUNE_RAY_KIT=' + ray_kit if ray_kit else 'none found'})")
+        gpus = n if torch is not None else 0
+        # In a child process, with a time limit: a Ray that cannot start must not hang the doctor.
+        probe = f"""
+import os, sys, ray
+ray.init(num_cpus=2, num_gpus={gpus}, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+try:
+    @ray.remote(num_cpus=1)
+    def plus_one(x):
+        return x + 1
+    assert ray.get(plus_one.remote(1), timeout=60) == 2
+    gpu_ids = []
+    if {gpus} > 0:
+        @ray.remote(num_gpus=1)
+        def gpu_ids_task():
+            return [str(g) for g in ray.get_gpu_ids()]
+        gpu_ids = ray.get(gpu_ids_task.remote(), timeout=60)
+    print("RAY_OK", ray.cluster_resources().get("GPU", 0), ",".join(gpu_ids))
+finally:
+    ray.shutdown()
+"""
+        import subprocess, time
+        t0 = time.monotonic()
+        limit = float(os.environ.get("SWA_AUTOTUNE_RAY_TIMEOUT_S", "90"))
+        try:
+            res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=limit)
+            out = [l for l in res.stdout.splitlines() if l.startswith("RAY_OK")]
+            if res.returncode == 0 and out:
+                _, n_gpu, ids = (out[-1].split(" ") + [""])[:3]
+                ok(f"ray: a local Ray started (num_gpus={gpus}; cluster GPU={n_gpu}), ran a task"
+                   f"{' and a num_gpus=1 task on GPU ' + ids if gpus else ''}, shut down in {time.monotonic() - t0:.0f} s")
+            else:
+                tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+                fail(f"ray: a local Ray did not start or run a task (exit {res.returncode}): {tail}. Check /tmp space "
+                     f"and /dev/shm (Ray's object store), and that nothing else holds Ray's ports")
+        except subprocess.TimeoutExpired:
+            fail(f"ray: a local Ray did not start and run a task within {limit:.0f} s (SWA_AUTOTUNE_RAY_TIMEOUT_S). "
+                 f"Check /tmp, /dev/shm and `ray stop` leftovers")
+
 cache = os.environ.get("TRITON_CACHE_DIR", "")
 if cache and os.access(cache, os.W_OK):
     ok(f"TRITON_CACHE_DIR {cache} (writable; {len(os.listdir(cache))} entries)")
@@ -158,7 +233,7 @@ case "$cmd" in
     autotune) need_python; PYTHONSAFEPATH=1 exec "$PYTHON" -m autotune.cli.app "$@" ;;
     python) need_python; exec "$PYTHON" "$@" ;;
     env)
-        for v in SWA_AUTOTUNE_KIT PYTHONPATH HF_HUB_OFFLINE TRANSFORMERS_OFFLINE TRITON_CACHE_DIR AUTOTUNE_SEARCH_SPACES; do
+        for v in SWA_AUTOTUNE_KIT SWA_AUTOTUNE_RAY_KIT RAY_USAGE_STATS_ENABLED PYTHONPATH HF_HUB_OFFLINE TRANSFORMERS_OFFLINE TRITON_CACHE_DIR AUTOTUNE_SEARCH_SPACES; do
             printf 'export %s=%q\n' "$v" "${!v}"
         done ;;
     help|-h|--help) usage ;;

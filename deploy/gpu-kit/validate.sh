@@ -12,7 +12,8 @@
 # Knobs (environment): TRIALS (per workload, default 6), MFS (--mem-fraction-static, default 0.48:
 # an H100-80GB-sized KV budget on an H200), MODEL (26B-A4B), STUDY_DB (a .db to resume from),
 # DEADLINE_S (stop starting work after this many seconds and pack up; default 540), PROBES (1),
-# TRITON_CACHE_TAR (a .tar.gz of a previous run's Triton cache), RUN_ARGS (more `autotune run` options,
+# TRITON_CACHE_TAR (a .tar.gz of a previous run's Triton cache), RAY_KIT (a swa-autotune-ray-kit-*.tar.xz to
+# unpack beside the kit, so that doctor checks Ray; without it doctor skips Ray), RUN_ARGS (more `autotune run` options,
 # e.g. "--try 0.8"). No network is needed. Studies run from WORK, so the kit's own copy of autotune
 # is the one that runs, not a checkout's.
 set -euo pipefail
@@ -56,6 +57,11 @@ rm -rf "$kit" && mkdir -p "$kit"
 tar -xJf "$kit_tar" -C "$kit" --strip-components="${KIT_STRIP:-0}"
 [ -x "$kit/node.sh" ] || kit=$(dirname "$(find "$kit" -maxdepth 2 -name node.sh | head -1)")
 echo "unpacked in $(elapsed) s: $kit"
+if [ -n "${RAY_KIT:-}" ]; then
+  tar -xJf "$RAY_KIT" -C "$kit" && echo "Ray kit unpacked: $kit/ray-kit ($(elapsed) s)"
+else
+  export SWA_AUTOTUNE_RAY="${SWA_AUTOTUNE_RAY:-0}"  # the studies below use --runner local
+fi
 
 export TRITON_CACHE_DIR="$work/triton"
 mkdir -p "$TRITON_CACHE_DIR"
