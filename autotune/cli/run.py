@@ -104,12 +104,11 @@ def default_parallel(backend: str) -> int:
 def _plan_rows(plans: list[StudyPlan]) -> list[dict[str, Any]]:
     rows = []
     for plan in plans:
-        first = [*plan.try_ratios, *(r for r in plan.first_ratios() if all(abs(r - t) > 1e-9 for t in plan.try_ratios))]
         rows.append({
             "workload": plan.workload.name,
             "describe": plan.workload.describe(),
             "trials": plan.n_trials,
-            "first_ratios": first,
+            "first_ratios": [ratio for ratio, _ in plan.candidates()],
             "feasible_ratios": [plan.feasible_low(), 1.0],
             "trial_time_budget_s": plan.trial_wall_budget_s,
             "study": plan.name,
@@ -208,7 +207,7 @@ def run_command(
     backend: str = typer.Option("auto", "--backend", "-b", help="auto | sglang (real server) | sim (simulated server, same workers) | sim-fast (in-process, virtual time)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (default: start a local one)."),
     runner: str = typer.Option("auto", "--runner", help="auto | ray (Ray workers, local or --ray-address cluster) | local (this node, no Ray: one trial per GPU). auto: Ray when installed."),
-    try_ratios: Optional[str] = typer.Option(None, "--try", help="Ratios to measure first, e.g. 0.15,0.5 (a hand rule to check); they count towards --trials."),
+    try_ratios: Optional[str] = typer.Option(None, "--try", help="Ratios to measure first, e.g. 0.15,0.5 (a hand rule to check); --trials grows to hold them and SGLang's default."),
     early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Stop trials that are clearly lost (SWA-bound with a queue that does not drain). SGLang's default 0.8 always runs in full."),
     stop_when_known: bool = typer.Option(
         True, "--stop-when-known/--run-all-trials",

@@ -26,7 +26,7 @@ from autotune.pools.check import PoolCheck, check_layout
 from autotune.measure.serving_metrics import SLO
 from autotune.study.objective import RETRY, Objective
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO, to_flag
-from autotune.study.plan import DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Outcome, StudyPlan, TrialPoint
+from autotune.study.plan import ASKED_FOR, DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Outcome, StudyPlan, TrialPoint
 from autotune.study.stopping import CEILING, RUN_ALL, NoiseBand, Point, Verdict, judge, noise_band, points_from
 from autotune.study.trial_attrs import (
     ATTR_CONSTRAINTS,
@@ -147,9 +147,8 @@ def open_study(plan: StudyPlan, storage: RDBStorage) -> optuna.Study:
         }.items():
             study.set_user_attr(key, value)
         # Optuna runs waiting trials in the order they were queued: the user's own candidates first.
-        _enqueue_tries(study, plan.try_ratios)
-        for ratio in plan.first_ratios():
-            _enqueue_once(study, ratio, "analytic optimum" if ratio != DEFAULT_RATIO else "SGLang default")
+        for ratio, why in plan.candidates():
+            _enqueue_once(study, ratio, why)
     return study
 
 
@@ -167,7 +166,7 @@ def _enqueue_once(study: optuna.Study, ratio: float, why: str) -> bool:
 def _enqueue_tries(study: optuna.Study, ratios: tuple[float, ...]) -> None:
     """Ratios the user asked to measure (`--try`). A resumed study asked again does not run them twice."""
     for ratio in ratios:
-        _enqueue_once(study, ratio, "asked for (--try)")
+        _enqueue_once(study, ratio, ASKED_FOR)
 
 
 def _trials_needed(study: optuna.Study, plan: StudyPlan) -> int:

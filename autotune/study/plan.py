@@ -54,6 +54,9 @@ DEFAULT_GRACE_S = 30
 DEFAULT_NOISE_FLOOR = 0.01
 
 
+ASKED_FOR = "asked for (--try)"  # why a user's own candidate was queued
+
+
 @dataclass(frozen=True)
 class StudyPlan:
     model: ModelSpec
@@ -146,6 +149,15 @@ class StudyPlan:
         best = analytic_optimum(self.geometry(), self.budget_bytes, shape, page_size=self.page_size, chunked_prefill_size=chunk,
                                 sglang_version=self.sglang_release)
         return [round(best.ratio, 3)] + ([DEFAULT_RATIO] if abs(best.ratio - DEFAULT_RATIO) > 1e-3 else [])
+
+    def candidates(self) -> list[tuple[float, str]]:
+        """What a new study measures first, in order, each with why: the user's `--try` ratios, then
+        the capacity model's optimum and SGLang's default (each ratio once)."""
+        out: list[tuple[float, str]] = [(ratio, ASKED_FOR) for ratio in self.try_ratios]
+        for ratio in self.first_ratios():
+            if all(abs(ratio - seen) > 1e-9 for seen, _ in out):
+                out.append((ratio, "SGLang default" if ratio == DEFAULT_RATIO else "analytic optimum"))
+        return out
 
 
 @dataclass(frozen=True)

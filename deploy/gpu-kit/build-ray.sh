@@ -16,6 +16,8 @@ KITPY="$HERE/kit.py"
 
 die() { printf 'build-ray.sh: error: %s\n' "$*" >&2; exit 1; }
 say() { printf '==> %s\n' "$*"; }
+# shellcheck source=fetch-wheels.sh
+. "$HERE/fetch-wheels.sh"
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; }
 
 PYVER=3.12
@@ -64,19 +66,7 @@ trap cleanup EXIT
 say "kit $NAME: ray $RAY (core, no dashboard) for Python $PYVER, manylinux x86_64"
 
 "$BUILD_PYTHON" "$KITPY" check-reqs "$HERE/node-base.txt" "$REQ"
-"$BUILD_PYTHON" "$KITPY" missing "$WHEELS" "$REQ" > "$STAGE/missing.txt"
-if [ -s "$STAGE/missing.txt" ]; then
-    say "downloading $(wc -l < "$STAGE/missing.txt" | tr -d ' ') wheels into $WHEELS"
-    "$BUILD_PYTHON" -m pip download --no-deps --only-binary=:all: --progress-bar off \
-        --python-version "$PYVER" --implementation cp \
-        --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-        --platform manylinux_2_17_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux2014_x86_64 \
-        --platform manylinux1_x86_64 --platform any \
-        -d "$WHEELS" -r "$STAGE/missing.txt" > "$STAGE/pip-download.log" 2>&1 \
-        || { tail -20 "$STAGE/pip-download.log" >&2; die "pip download failed (full log above; is PyPI reachable?)"; }
-else
-    say "all wheels already in $WHEELS"
-fi
+fetch_wheels "$REQ"
 mapfile -t WHEEL_FILES < <("$BUILD_PYTHON" "$KITPY" wheels "$WHEELS" "$REQ")
 
 say "unpacking ${#WHEEL_FILES[@]} wheels (trim list: $(basename "$TRIM"))"

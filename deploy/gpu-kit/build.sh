@@ -18,6 +18,8 @@ KITPY="$HERE/kit.py"
 
 die() { printf 'build.sh: error: %s\n' "$*" >&2; exit 1; }
 say() { printf '==> %s\n' "$*"; }
+# shellcheck source=fetch-wheels.sh
+. "$HERE/fetch-wheels.sh"
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; }
 
 # torch release of the node -> the newest SGLang release that pins exactly that torch.
@@ -106,19 +108,7 @@ say "kit $NAME: sglang $SGLANG for torch $TORCH, Python $PYVER, $ARCH"
 "$BUILD_PYTHON" "$KITPY" check-reqs "$HERE/node-base.txt" "${REQS[@]}"
 
 # 2. Download what the cache lacks (wheels only, for the node's Python and platform; no dependency resolution).
-"$BUILD_PYTHON" "$KITPY" missing "$WHEELS" "${REQS[@]}" > "$STAGE/missing.txt"
-if [ -s "$STAGE/missing.txt" ]; then
-    say "downloading $(wc -l < "$STAGE/missing.txt" | tr -d ' ') wheels into $WHEELS"
-    "$BUILD_PYTHON" -m pip download --no-deps --only-binary=:all: --progress-bar off \
-        --python-version "$PYVER" --implementation cp \
-        --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-        --platform manylinux_2_17_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux2014_x86_64 \
-        --platform manylinux1_x86_64 --platform any \
-        -d "$WHEELS" -r "$STAGE/missing.txt" > "$STAGE/pip-download.log" 2>&1 \
-        || { tail -20 "$STAGE/pip-download.log" >&2; die "pip download failed (full log above; is PyPI reachable?)"; }
-else
-    say "all wheels already in $WHEELS"
-fi
+fetch_wheels "${REQS[@]}"
 mapfile -t DEP_WHEELS < <("$BUILD_PYTHON" "$KITPY" wheels "$WHEELS" "${REQS[@]}")
 
 # The sglang wheel pins the torch it was built against: it must be the node's.
