@@ -205,6 +205,38 @@ def test_node_sh_env_puts_the_kit_first(tmp_path):
     assert f"export SWA_AUTOTUNE_RAY_KIT={tmp_path / 'ray-kit'}" in out
 
 
+def test_node_sh_caches_carry_the_jit_builds_to_a_fresh_home(tmp_path):
+    """`caches save` on a node that booted a server, `caches load` on a fresh one: the JIT builds
+    (sgl-kernel's tvm-ffi, FlashInfer) and the pinned Triton/inductor caches arrive byte for byte."""
+    kit = fake_kit(tmp_path, None)
+    warm, fresh = tmp_path / "warm-home", tmp_path / "fresh-home"
+    built = {".cache/tvm-ffi/sgl_kernel_jit_rope/rope.so": b"\x7fELF rope",
+             ".cache/flashinfer/0.6.15.post1/sampling.so": b"\x7fELF sampling",
+             ".cache/swa-autotune/triton/abc/kernel.cubin": b"cubin"}
+    for rel, data in built.items():
+        (warm / rel).parent.mkdir(parents=True, exist_ok=True)
+        (warm / rel).write_bytes(data)
+    tar = tmp_path / "caches.tar.gz"
+
+    def node(home: Path, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "HOME": str(home)}
+        env.pop("TRITON_CACHE_DIR", None)
+        return subprocess.run(["bash", str(kit / "node.sh"), "caches", *args], env=env, capture_output=True, text=True)
+
+    empty = node(fresh, "save", str(tar))
+    assert empty.returncode != 0 and "boot a server on this node first" in empty.stderr and not tar.exists()
+    missing = node(fresh, "load", str(tar))
+    assert missing.returncode != 0 and "caches save" in missing.stderr
+
+    saved = node(warm, "save", str(tar))
+    assert saved.returncode == 0, saved.stderr
+    loaded = node(fresh, "load", str(tar))
+    assert loaded.returncode == 0, loaded.stderr
+    for rel, data in built.items():
+        assert (fresh / rel).read_bytes() == data
+    assert node(fresh, "pack", str(tar)).returncode != 0
+
+
 # -- slow: the real build --------------------------------------------------------------------------
 
 def _python312() -> str | None:

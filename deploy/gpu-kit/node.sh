@@ -6,6 +6,8 @@
 #   /opt/swa-kit/node.sh autotune run --backend sglang --dummy-weights --model 26B-A4B ...
 #   /opt/swa-kit/node.sh python -m sglang.launch_server ...   # any Python command with the kit's environment
 #   eval "$(/opt/swa-kit/node.sh env)"               # the same environment in this shell
+#   /opt/swa-kit/node.sh caches save FILE.tar.gz     # pack this node's compile caches (Triton, TorchInductor,
+#   /opt/swa-kit/node.sh caches load FILE.tar.gz     #   sgl-kernel's tvm-ffi JIT, FlashInfer's JIT); load on a fresh node
 #
 # It uses the node's own Python and torch ($PYTHON, default python3) and puts the kit's site/ first on PYTHONPATH.
 # Ray comes in its own kit (build.sh --ray): unpacked beside this one (tar -xJf swa-autotune-ray-kit-*.tar.xz -C
@@ -36,6 +38,11 @@ export TRANSFORMERS_OFFLINE="${TRANSFORMERS_OFFLINE:-1}"
 export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-${HOME:-/tmp}/.cache/swa-autotune/triton}"
 # The kit's copy of search_spaces/ (edit it there, or point this elsewhere).
 export AUTOTUNE_SEARCH_SPACES="${AUTOTUNE_SEARCH_SPACES:-$KIT/search_spaces}"
+
+# What a machine's first SGLang boot compiles (docs/real-gpu/boot-cost.md): sgl-kernel's JIT kernels
+# (tvm-ffi), FlashInfer's JIT, Triton's and TorchInductor's caches. A leased or freshly imaged node
+# loses them; `caches save` on a warm node and `caches load` on the next one skip that compilation.
+CACHE_DIRS=(.cache/tvm-ffi .cache/flashinfer .cache/swa-autotune)
 
 die() { printf 'node.sh: error: %s\n' "$*" >&2; exit 1; }
 
@@ -236,6 +243,27 @@ case "$cmd" in
         for v in SWA_AUTOTUNE_KIT SWA_AUTOTUNE_RAY_KIT RAY_USAGE_STATS_ENABLED PYTHONPATH HF_HUB_OFFLINE TRANSFORMERS_OFFLINE TRITON_CACHE_DIR AUTOTUNE_SEARCH_SPACES; do
             printf 'export %s=%q\n' "$v" "${!v}"
         done ;;
+    caches)
+        action="${1:-}"; file="${2:-}"
+        [ -n "$file" ] || die "usage: node.sh caches save|load FILE.tar.gz"
+        home="${HOME:?HOME must be set: the caches live under it}"
+        case "$action" in
+            save)
+                present=()
+                for d in "${CACHE_DIRS[@]}"; do [ -d "$home/$d" ] && present+=("$d"); done
+                [ ${#present[@]} -gt 0 ] || die "no compile cache under $home (${CACHE_DIRS[*]}): boot a server on this node first"
+                # A custom TRITON_CACHE_DIR outside ~/.cache/swa-autotune is not packed: say so rather than miss it.
+                case "$TRITON_CACHE_DIR" in "$home/.cache/swa-autotune"*) ;; *)
+                    echo "node.sh: note: TRITON_CACHE_DIR=$TRITON_CACHE_DIR is outside $home/.cache/swa-autotune and is not packed" >&2 ;;
+                esac
+                tar -czf "$file.partial" -C "$home" "${present[@]}" && mv "$file.partial" "$file"
+                echo "saved ${present[*]} from $home: $(du -h "$file" | cut -f1) in $file" ;;
+            load)
+                [ -f "$file" ] || die "$file not found: make it with 'node.sh caches save FILE' on a node that has booted a server"
+                mkdir -p "$home" && tar -xzf "$file" -C "$home"
+                echo "loaded $(tar -tzf "$file" | cut -d/ -f1-2 | sort -u | paste -sd' ') into $home" ;;
+            *) die "unknown caches action '$action': use save or load" ;;
+        esac ;;
     help|-h|--help) usage ;;
-    *) usage >&2; die "unknown command '$cmd' (doctor | autotune ... | python ... | env)" ;;
+    *) usage >&2; die "unknown command '$cmd' (doctor | autotune ... | python ... | env | caches save|load FILE)" ;;
 esac

@@ -51,14 +51,12 @@ pack() {
 }
 trap pack EXIT
 
-echo "== unpacking $(basename "$kit_tar") ($(du -h "$kit_tar" | cut -f1))"
-kit="$work/kit"
-rm -rf "$kit" && mkdir -p "$kit"
-tar -xJf "$kit_tar" -C "$kit" --strip-components="${KIT_STRIP:-0}"
-[ -x "$kit/node.sh" ] || kit=$(dirname "$(find "$kit" -maxdepth 2 -name node.sh | head -1)")
-echo "unpacked in $(elapsed) s: $kit"
+# shellcheck source=kit-lib.sh
+. "$here/kit-lib.sh"
+unpack_kit "$kit_tar" "$work"
+echo "ready in $(elapsed) s"
 if [ -n "${RAY_KIT:-}" ]; then
-  tar -xJf "$RAY_KIT" -C "$kit" && echo "Ray kit unpacked: $kit/ray-kit ($(elapsed) s)"
+  unpack_ray_kit "$RAY_KIT"
 else
   export SWA_AUTOTUNE_RAY="${SWA_AUTOTUNE_RAY:-0}"  # the studies below use --runner local
 fi

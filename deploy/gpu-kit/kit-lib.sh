@@ -1,0 +1,39 @@
+# Shared steps of the GPU-node scripts (validate.sh, session.sh): unpack the kit (and the Ray kit),
+# restore carried compile caches. Source it; it defines functions only.
+#
+#   unpack_kit KIT.tar.xz WORKDIR   -> sets $kit (the unpacked kit's directory). A kit already unpacked
+#                                      there from the same file (size and mtime) is reused: a second call
+#                                      on a warm machine skips the ~30 s of xz.
+#   unpack_ray_kit RAY_KIT.tar.xz   -> unpacks into $kit (node.sh then finds $kit/ray-kit)
+#   load_caches CACHES.tar.gz       -> node.sh caches load (sgl-kernel/FlashInfer JIT, Triton, inductor)
+
+unpack_kit() {
+  local tar_file=$1 work=$2 stamp
+  stamp="$(stat -c '%s %Y' "$tar_file") $(basename "$tar_file")"
+  kit="$work/kit"
+  if [ -f "$work/kit.stamp" ] && [ "$(cat "$work/kit.stamp")" = "$stamp" ] && [ -d "$kit" ]; then
+    echo "== kit already unpacked from $(basename "$tar_file"): reusing $kit"
+  else
+    echo "== unpacking $(basename "$tar_file") ($(du -h "$tar_file" | cut -f1))"
+    rm -rf "$kit" "$work/kit.stamp" && mkdir -p "$kit"
+    tar -xJf "$tar_file" -C "$kit" --strip-components="${KIT_STRIP:-0}"
+    echo "$stamp" > "$work/kit.stamp"
+  fi
+  [ -x "$kit/node.sh" ] || kit=$(dirname "$(find "$kit" -maxdepth 2 -name node.sh | head -1)")
+  echo "kit: $kit"
+}
+
+unpack_ray_kit() {
+  local tar_file=$1
+  [ -f "$tar_file" ] || { echo "Ray kit $tar_file not found" >&2; return 1; }
+  tar -xJf "$tar_file" -C "$kit" && echo "Ray kit unpacked: $kit/ray-kit"
+}
+
+load_caches() {
+  local tar_file=$1
+  if [ -f "$tar_file" ]; then
+    "$kit/node.sh" caches load "$tar_file"
+  else
+    echo "== no compile caches at $tar_file: the first boot compiles"
+  fi
+}
