@@ -9,7 +9,7 @@
 # other) and log directory, and SGLang flags after `--` (the kit's: Triton attention, PyTorch sampling,
 # no prefill graphs). `@repo@` in a line is this checkout's path (for workload files). A line whose options hold `--runner ray` needs the Ray kit (RAY_KIT=).
 #
-# OUTDIR gets: console.log, doctor.txt, studies.tsv (name, exit code, start and end epoch seconds, wall s),
+# OUTDIR gets: console.log (doctor's lines too), studies.tsv (name, exit code, start and end epoch seconds, wall s),
 # every NAME.db, logs.tar.gz (server logs, trimmed of model dirs), compile-caches.tar.gz when it is under
 # 15 MB (carry it back as CACHES_TAR= next time: a fresh node's first boot then skips the JIT builds),
 # nvidia-smi.txt.
@@ -62,7 +62,7 @@ else
   export SWA_AUTOTUNE_RAY=0  # no Ray kit: doctor skips Ray, and the plan must use --runner local
 fi
 [ -n "${CACHES_TAR:-}" ] && load_caches "$CACHES_TAR"
-"$kit/node.sh" doctor | tee "$out/doctor.txt"
+"$kit/node.sh" doctor  # its lines land in console.log
 echo "== $(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l) GPU(s), doctor done at $(elapsed) s"
 
 sglang_args=(--attention-backend triton --sampling-backend pytorch --disable-prefill-cuda-graph)
