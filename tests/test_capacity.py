@@ -244,3 +244,42 @@ def test_a_time_scaled_simulated_server_sees_the_workloads_arrival_rate(tmp_path
     assert result.ok, result.message
     # Light load: requests finish about as fast as they arrive, on the server's clock.
     assert result.summary.request_throughput == pytest.approx(rate, rel=0.35)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leftover_servers")
+def test_a_server_that_dies_mid_search_keeps_the_levels_it_passed(tmp_path: Path) -> None:
+    """Real SGLang 0.5.17 died during a load level above its capacity (docs/real-gpu/traffic.md). The
+    levels it passed before still measure the ratio: the trial says it crashed, keeps them, and scores
+    their capacity, not 0 (a 0 had made one run of SGLang's default look half as good as its twin)."""
+    import os
+    import signal
+
+    from conftest import TAG
+    from workers.failures import FailureKind
+    from workers.trial import run_trial
+
+    servers = []
+    killed: list[str] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        # The first request answered at the second level: the first level has passed by then.
+        if phase.startswith("load ") and phase != "load 1x" and not killed:
+            killed.append(phase)
+            os.killpg(os.getpgid(servers[0].pid), signal.SIGKILL)
+
+    light = poisson(num_prompts=30, rate=0.5)  # 1x passes with room to spare
+    spec = TrialSpec(
+        trial_id="dies", workload=light, slo=SLO_LIMITS, time_budget_s=60.0, log_dir=str(tmp_path),
+        boot_timeout_s=60, hang_timeout_s=20,
+        server=ServerSpec(backend="sim", model_path="26B-A4B", flags={"swa-full-tokens-ratio": 0.8},
+                          sim_flags={"gpu": "H100-80GB", "time-scale": 20}, env=TAG),
+        load_search=LoadSearchSpec(slo=SLO_LIMITS, max_levels=4),
+    )
+    result = run_trial(spec, progress, on_process=servers.append)
+    assert killed, "the search never reached a second level"
+    assert not result.ok and result.failure is FailureKind.CRASHED
+    passed = [lv for lv in result.load_search.levels if lv.passed]
+    assert passed and passed[0].multiplier == 1.0
+    assert "before that, capacity" in result.message
+    assert Objective("capacity", SLO_LIMITS).values(result) == [result.load_search.capacity_rps] != [0.0]

@@ -224,8 +224,11 @@ def run_trial(
     except TrialFailure as failure:
         if failure.kind is FailureKind.CRASHED:  # the message is the server's own words where its log has them
             failure.message = _died_of(server, failure.message)
+        searched = LoadSearchResult(tuple(runs.levels), spec.load_search.gpus) if runs.levels else None
+        if searched is not None:  # what the levels before the failure found still counts: say it
+            failure.message = f"{failure.message}; before that, {searched.describe()}"
         return TrialResult(
-            load_search=LoadSearchResult(tuple(runs.levels), spec.load_search.gpus) if runs.levels else None,
+            load_search=searched,
             finished_at=time.time(), ok=False, failure=failure.kind, message=failure.message,
             log_tail=failure.log_tail or server.log_tail(),
             boot_s=boot.boot_s if boot else None,

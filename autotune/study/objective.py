@@ -61,8 +61,11 @@ class Objective:
         if result.failure is not None and (result.failure.infeasible or result.failure in RETRY):
             return None
         if self.name == "capacity":
-            # No level measured (a crash on the way) is the server breaking at this ratio: 0.
-            return [result.load_search.capacity_rps_per_gpu if result.load_search and result.failure is None else 0.0]
+            # The levels that passed before the search ended stand, whatever ended it: on real SGLang
+            # 0.5.17 a server died at a level above its capacity (docs/real-gpu/traffic.md), and
+            # scoring that trial 0 made one run of SGLang's default look half as good as its twin.
+            # No level passed (or none measured: it broke on the way) is the server failing here: 0.
+            return [result.load_search.capacity_rps_per_gpu if result.load_search else 0.0]
         summary = result.summary
         # Too slow: stopped at its time budget, like a trial stopped early; what it measured by then counts.
         measured = result.failure is None or (result.failure is FailureKind.TOO_SLOW and result.stopped_early)
