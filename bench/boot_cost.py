@@ -23,6 +23,9 @@ TIMINGS = re.compile(r"Engine startup timings \(s\): .*?scheduler_e2e=([\d.]+), 
                      r"[^}]*\}, tokenizer_e2e=([\d.]+)")
 CAPTURE = re.compile(r"Capture (?:target )?decode CUDA graph begin\..*?bs=\[([\d, ]+)\]")
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\]", re.MULTILINE)
+TP = re.compile(r"\btp_size=(\d+)")
+# What `node.sh caches load` prints in a run's console.log: that run's first boots found the caches carried in.
+CACHES_LOADED = "loaded .cache/"
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,9 @@ class Boot:
     graph_s: float  # decode CUDA graph capture
     scheduler_s: float  # the scheduler's whole start-up (weights, KV, graphs)
     startup_s: float  # SGLang's own end-to-end figure (tokenizer_e2e)
-    first_on_machine: bool  # no earlier boot of the same run: caches cold
+    first_on_machine: bool  # no earlier boot of the same run: caches cold (or loaded, below)
+    tp: int = 1
+    caches_loaded: bool = False  # a first boot after `node.sh caches load`
 
 
 def read_boot(log: Path) -> Boot | None:
@@ -42,20 +47,43 @@ def read_boot(log: Path) -> Boot | None:
     if not timings or not capture:
         return None
     sizes = [int(s) for s in capture.group(1).split(",")]
-    return Boot(log, len(sizes), max(sizes), float(timings.group(2)), float(timings.group(1)), float(timings.group(3)), False)
+    tp = TP.search(text)
+    return Boot(log, len(sizes), max(sizes), float(timings.group(2)), float(timings.group(1)), float(timings.group(3)), False,
+                int(tp.group(1)) if tp else 1)
+
+
+def run_root(log: Path) -> Path:
+    """The directory one lease's logs share: the nearest one above the log with the session's console.log
+    (deploy/gpu-kit/session.sh logs each study to a subdirectory of it), else the log's own."""
+    for parent in log.parents:
+        if (parent / "console.log").exists():
+            return parent
+        if parent.name == "real-gpu":
+            break
+    return log.parent
 
 
 def mark_first(boots: list[Boot]) -> list[Boot]:
-    """Boots that found the machine's caches cold: no other boot of the same run directory started
-    in the ten minutes before them (a new lease is a new machine; two GPUs boot together)."""
+    """Boots that found the machine's caches cold: no other boot of the same run started in the ten
+    minutes before them (a new lease is a new machine; two GPUs boot together). A run whose console.log
+    shows `node.sh caches load` had its first boots' caches carried in."""
     starts = {b: datetime.strptime(STAMP.search(b.log.read_text(errors="replace")).group(1), "%Y-%m-%d %H:%M:%S")
               for b in boots}
     out = []
     for b in boots:
-        earlier = [starts[o] for o in boots if o.log.parent == b.log.parent
+        root = run_root(b.log)
+        earlier = [starts[o] for o in boots if run_root(o.log) == root
                    and timedelta(seconds=60) < starts[b] - starts[o] <= timedelta(minutes=10)]
-        out.append(Boot(**{**b.__dict__, "first_on_machine": not earlier}))
+        console = root / "console.log"
+        loaded = not earlier and console.exists() and CACHES_LOADED in console.read_text(errors="replace")
+        out.append(Boot(**{**b.__dict__, "first_on_machine": not earlier, "caches_loaded": loaded}))
     return out
+
+
+def state(b: Boot) -> str:
+    if not b.first_on_machine:
+        return "warm"
+    return "loaded from a carried file (first boot)" if b.caches_loaded else "cold (first boot)"
 
 
 def main() -> int:
@@ -70,13 +98,14 @@ def main() -> int:
     print(f"{len(boots)} real SGLang boots (H200, SGLang 0.5.17, dummy 26B-A4B) from {len(logs)} logs\n")
     print(f"| decode graph sizes (max bs) | caches | boots | graph capture s (median, range) | scheduler start-up s | SGLang start-up s |")
     print("|---|---|---:|---|---:|---:|")
-    for sizes in sorted({b.sizes for b in boots}, reverse=True):
-        for first in (True, False):
-            group = [b for b in boots if b.sizes == sizes and b.first_on_machine == first]
+    states = ("cold (first boot)", "loaded from a carried file (first boot)", "warm")
+    for sizes, tp in sorted({(b.sizes, b.tp) for b in boots}, key=lambda k: (k[1], -k[0])):
+        for how in states:
+            group = [b for b in boots if (b.sizes, b.tp) == (sizes, tp) and state(b) == how]
             if not group:
                 continue
             graph = [b.graph_s for b in group]
-            print(f"| {sizes} (up to {group[0].max_bs}) | {'cold (first boot)' if first else 'warm'} | {len(group)} | "
+            print(f"| {sizes} (up to {group[0].max_bs}){f', tp {tp}' if tp > 1 else ''} | {how} | {len(group)} | "
                   f"{statistics.median(graph):.1f} ({min(graph):.1f}-{max(graph):.1f}) | "
                   f"{statistics.median(b.scheduler_s for b in group):.1f} | {statistics.median(b.startup_s for b in group):.1f} |")
     return 0
