@@ -413,3 +413,44 @@ def test_kit_runs_autotune_on_the_nodes_python(built_kit, node_python, tmp_path)
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert via_node.returncode == 0, via_node.stderr
     assert "--swa-full-tokens-ratio" in via_node.stdout or "--model" in via_node.stdout
+
+
+def test_session_runs_each_plan_line_as_its_own_timed_study(tmp_path):
+    """deploy/gpu-kit/session.sh: one `autotune run` per plan line, each with its own database and log
+    directory, `@repo@` resolved, comments skipped, and a line the deadline leaves no room for skipped."""
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "node.sh").write_text('#!/bin/bash\necho "NODE $*" >> "$(dirname "$0")/calls.txt"\n'
+                                  '[ "$1" = caches ] && [ "$2" = save ] && exit 1\nexit 0\n')
+    (stub / "node.sh").chmod(0o755)
+    kit_tar = tmp_path / "kit.tar.xz"
+    subprocess.run(["tar", "-cJf", str(kit_tar), "-C", str(stub), "."], check=True)
+    plan = tmp_path / "plan.txt"
+    plan.write_text("# a comment line\n"
+                    "wide  --runner ray --parallel 2 --workload @repo@/docs/real-gpu/ray/chat-32.yaml  # trailing\n"
+                    "\n"
+                    "alone --runner ray --parallel 1 --trials 2\n")
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "WORK": str(work), "DEADLINE_S": "400", "PATH": f"{tmp_path}/bin:{os.environ['PATH']}"}
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/bin/bash\necho 'NVIDIA H200'\n")
+    (tmp_path / "bin" / "nvidia-smi").chmod(0o755)
+    run = subprocess.run(["bash", str(KIT_SRC / "session.sh"), str(kit_tar), str(out), str(plan)], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    calls = (work / "kit" / "calls.txt").read_text().splitlines()
+    assert calls[0] == "NODE doctor"
+    studies = [c for c in calls if c.startswith("NODE autotune run")]
+    assert len(studies) == 2
+    assert f"--storage sqlite:///{work}/wide.db --log-dir {work}/logs/wide" in studies[0]
+    assert f"--workload {REPO}/docs/real-gpu/ray/chat-32.yaml" in studies[0] and "trailing" not in studies[0]
+    assert studies[1].endswith("--runner ray --parallel 1 --trials 2 -- --attention-backend triton "
+                               "--sampling-backend pytorch --disable-prefill-cuda-graph")
+    rows = (out / "studies.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["name", "exit", "start", "end", "wall_s"] and [r.split("\t")[0] for r in rows[1:]] == ["wide", "alone"]
+
+    # A second call on the same machine reuses the unpacked kit; with no time left, studies are skipped.
+    again = subprocess.run(["bash", str(KIT_SRC / "session.sh"), str(kit_tar), str(tmp_path / "out2"), str(plan)],
+                           env={**env, "DEADLINE_S": "60"}, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0
+    assert "kit already unpacked" in again.stdout and again.stdout.count("== skipping") == 2
