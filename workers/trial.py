@@ -168,8 +168,8 @@ def _searched_result(
     counts = _client_counts(outcomes)
     return TrialResult(
         finished_at=time.time(), ok=not died, failure=FailureKind.CRASHED if died else None,
-        message=(f"the server process died during the load search (exit code {server.returncode})" if died
-                 else searched.describe()),
+        message=(f"the server process died during the load search (exit code {server.returncode}); before that, "
+                 f"{searched.describe()}" if died else searched.describe()),
         log_tail=server.log_tail() if died else "",
         boot_s=boot.boot_s, replay_s=runs.duration_s, full_tokens=boot.full_tokens, swa_tokens=boot.swa_tokens,
         summary=runs.summaries.get(shown) if shown is not None else None,

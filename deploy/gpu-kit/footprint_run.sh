@@ -35,12 +35,10 @@ pack() {
 }
 trap pack EXIT
 
-echo "== unpacking $(basename "$kit_tar")"
-kit="$work/kit"
-rm -rf "$kit" && mkdir -p "$kit"
-tar -xJf "$kit_tar" -C "$kit"
-[ -x "$kit/node.sh" ] || kit=$(dirname "$(find "$kit" -maxdepth 2 -name node.sh | head -1)")
-echo "unpacked in $(elapsed) s: $kit"
+# shellcheck source=kit-lib.sh
+. "$here/kit-lib.sh"
+unpack_kit "$kit_tar" "$work"
+echo "ready in $(elapsed) s"
 export TRITON_CACHE_DIR="$work/triton"
 mkdir -p "$TRITON_CACHE_DIR"
 warm=()
