@@ -85,3 +85,16 @@ def test_trials_whose_server_died_mid_search_score_the_levels_they_passed() -> N
     assert scored[2] == pytest.approx(two_x / 2, rel=1e-3)  # 1x passed, 2x missed TTFT, then it died
     assert scored[4] == pytest.approx(two_x, rel=1e-3)  # 1x and 2x passed before it died
     assert all(scored[n] == pytest.approx(two_x, rel=1e-3) for n in (0, 1, 5, 6))
+
+
+def test_the_cold_boot_guard_reads_the_real_record_as_measured() -> None:
+    """On the real 2-GPU record: the fresh machine's first wave (129 s boots, replays 30 % slower) is cold,
+    and its two ratios are the ones a study would measure again; the trace study, whose first boots had
+    the compile caches loaded (47-50 s), has no cold trial."""
+    from autotune.study.cold import cold_trials, superseded, to_remeasure
+
+    ray2 = trials(RAY / "ray2.db")
+    assert cold_trials(ray2) == {0, 1} and superseded(ray2) == set()
+    assert to_remeasure(ray2) == [0.6, 0.7]
+    assert cold_trials(trials(AZURE / "azure.db")) == set()
+    assert cold_trials(trials(RAY / "ray1.db")) == set()  # a warm machine: nothing to re-measure

@@ -206,3 +206,63 @@ def test_autotune_run_prints_why_it_stopped_and_the_band_and_json_carries_them(t
     assert row["stopped_because"].split(":")[0] in (BRACKETED, FLAT) and row["noise_band"]["share"] == 0.01
     bad = subprocess.run([*args, "--noise-floor", "2"], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert bad.returncode == 2 and "--noise-floor 2.0: give a share of the best value in [0, 0.5)" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------- a cold machine
+
+
+class ColdMachineRunner(SurfaceRunner):
+    """Real-server results on a machine whose first `cold` boots compile kernels: they boot in 129 s and
+    replay slower (measured: 22 % lower on a flat workload, docs/real-gpu/ray.md); later boots take 44 s."""
+
+    def __init__(self, surface: Callable[[float], float], cold: int, capacity: int = 1) -> None:
+        super().__init__(surface, capacity)
+        self.cold, self.booted = cold, 0
+
+    def wait_one(self, timeout_s: float) -> TrialResult | None:
+        if not self.pending:
+            return None
+        result = surface_result(self.pending.pop(0), self.surface)
+        cold = self.booted < self.cold
+        self.booted += 1
+        summary = dataclasses.replace(result.summary, total_throughput=result.summary.total_throughput * (0.78 if cold else 1.0))
+        return dataclasses.replace(result, backend="sglang", simulated=False, boot_s=129.0 if cold else 44.0, summary=summary)
+
+
+def test_runs_that_booted_cold_are_measured_again_and_then_left_out(tmp_path: Path) -> None:
+    """On a flat surface, the machine's first two (cold) runs read 22 % low. Without a guard the study
+    called the surface bracketed and reported a gain over SGLang's default that was only the cold
+    machine; with it, both ratios are measured again warm, the cold runs leave the points and the means,
+    and the study stops as flat."""
+    from autotune.study.cold import cold_trials, superseded
+    from autotune.study.controller import outcome_of
+    from autotune.study.trial_attrs import ENQUEUED_COLD
+
+    url = f"sqlite:///{tmp_path / 'cold.db'}"
+    plan = chat_plan(8)
+    first = plan.first_ratios()
+    runner = ColdMachineRunner(lambda r: 1000.0, cold=2)
+    outcome = run_study(plan, storage_for(url), runner)
+    assert runner.ratios[:2] == first
+    study = optuna.load_study(study_name=plan.name, storage=url)
+    # Both first ratios ran again warm: SGLang's default as its noise-band repeat, the other as a re-measure
+    # once the first warm boot (44 s against 129 s) showed the first two were cold.
+    assert cold_trials(study.trials) == {0, 1} and superseded(study.trials) == {0, 1}
+    remeasured = [t for t in study.trials if t.user_attrs.get(ATTR_ENQUEUED_AS) == ENQUEUED_COLD]
+    assert [t.params[RATIO] for t in remeasured] == [r for r in first if r != DEFAULT_RATIO]
+    assert outcome.stopped_because.startswith(FLAT)
+    assert outcome.default_values[0] == pytest.approx(1000.0) and outcome.best_values[0] == pytest.approx(1000.0)
+    assert all(len(p.values) >= 1 and min(p.values) == pytest.approx(1000.0) for p in measured_points(study))
+    assert outcome.trials_finished == len(runner.ratios) <= 8
+    assert outcome_of(study, plan).best_values == outcome.best_values  # the stored trials say the same on resume
+
+
+def test_simulated_and_uniformly_warm_studies_measure_nothing_twice_for_coldness(tmp_path: Path) -> None:
+    """No cold boot, no re-measure: the guard costs a study on a warm machine (or a simulator) nothing."""
+    from autotune.study.trial_attrs import ENQUEUED_COLD
+
+    url = f"sqlite:///{tmp_path / 'warm.db'}"
+    plan = chat_plan(8)
+    run_study(plan, storage_for(url), ColdMachineRunner(lambda r: 1000.0, cold=0))
+    study = optuna.load_study(study_name=plan.name, storage=url)
+    assert not any(t.user_attrs.get(ATTR_ENQUEUED_AS) == ENQUEUED_COLD for t in study.trials)

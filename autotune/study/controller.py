@@ -27,6 +27,7 @@ from autotune.measure.serving_metrics import SLO
 from autotune.study.objective import RETRY, Objective
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO, to_flag
 from autotune.study.plan import ASKED_FOR, DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Outcome, StudyPlan, TrialPoint
+from autotune.study.cold import superseded, to_remeasure
 from autotune.study.stopping import CEILING, RUN_ALL, NoiseBand, Point, Verdict, judge, noise_band, points_from
 from autotune.study.trial_attrs import (
     ATTR_CONSTRAINTS,
@@ -37,6 +38,7 @@ from autotune.study.trial_attrs import (
     ATTR_RESULT,
     ATTR_RETRY_OF,
     ATTR_SIMULATED,
+    ENQUEUED_COLD,
     ENQUEUED_REPEAT,
     STUDY_NOISE_BAND,
     STUDY_STOPPED_BECAUSE,
@@ -413,7 +415,8 @@ def _requeue_interrupted(study: optuna.Study, trials: list[optuna.trial.Trial]) 
 
 def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
     """The best ratio against SGLang's default; repeated runs of one ratio count as their mean."""
-    done = [t for t in _finished(study) if t.state == TrialState.COMPLETE]
+    stale = superseded(_finished(study))  # cold runs whose ratio was measured warm too: biased, left out
+    done = [t for t in _finished(study) if t.state == TrialState.COMPLETE and t.number not in stale]
     failed = [t for t in _finished(study) if t.state == TrialState.FAIL]
     pruned = [t for t in _finished(study) if t.state == TrialState.PRUNED]
     feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get(ATTR_CONSTRAINTS, []))]
@@ -431,7 +434,7 @@ def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
         best_values=best_values,
         best_result=best.user_attrs.get(ATTR_RESULT) if best else None,
         default_values=default_values,
-        trials_finished=len(done) + len(failed) + len(pruned),
+        trials_finished=len(done) + len(stale) + len(failed) + len(pruned),
         trials_failed=len(failed),
         points=tuple(_point(t) for t in _finished(study) if RATIO in t.params),
         stopped_because=stored.get(STUDY_STOPPED_BECAUSE),
@@ -459,10 +462,13 @@ def rule_blocked(plan: StudyPlan) -> str | None:
 
 def measured_points(study: optuna.Study) -> list[Point]:
     """The finished trials as points of the objective over the ratio: a trial stopped early, too
-    slow, failed at its ratio or over the SLO is a lost run."""
+    slow, failed at its ratio or over the SLO is a lost run; a cold run its ratio's warm run
+    supersedes is left out (autotune/study/cold.py)."""
     runs: list[tuple[float, float | None]] = []
-    for trial in _finished(study):
-        if set(trial.params) != {RATIO}:
+    finished = _finished(study)
+    stale = superseded(finished)
+    for trial in finished:
+        if set(trial.params) != {RATIO} or trial.number in stale:
             continue
         feasible = all(c <= 0 for c in trial.user_attrs.get(ATTR_CONSTRAINTS, []))
         value = trial.values[0] if trial.state == TrialState.COMPLETE and feasible else None
@@ -480,8 +486,15 @@ def verdict_of(study: optuna.Study, plan: StudyPlan) -> tuple[Verdict, NoiseBand
 
 def decide(study: optuna.Study, plan: StudyPlan, *, room: int) -> Verdict | None:
     """Called when no queued candidate is left to run. A verdict: stop. None: run what was just
-    queued (repeats of SGLang's default and of the best, once each, before the study stops on a
-    verdict, as far as `room` — trials left under the ceiling — allows), or ask the sampler."""
+    queued (a ratio measured only on a cold machine, again, as soon as a warm boot shows it was cold;
+    repeats of SGLang's default and of the best, once each, before the study stops on a verdict; as
+    far as `room` — trials left under the ceiling — allows), or ask the sampler."""
+    # A cold run misleads the rule whatever it says (a flat surface looks bracketed): measure it warm first.
+    cold = to_remeasure(study.get_trials(deepcopy=False))[:room]
+    for ratio in cold:
+        study.enqueue_trial({RATIO: ratio}, user_attrs={ATTR_ENQUEUED_AS: ENQUEUED_COLD})
+    if cold:
+        return None
     verdict, band = verdict_of(study, plan)
     _keep(study, STUDY_NOISE_BAND, band.to_dict())
     if not verdict.stop:

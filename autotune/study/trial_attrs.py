@@ -23,6 +23,8 @@ ATTR_RETRY_OF = "retry_of"  # the number of the trial it re-runs (that one measu
 
 # Why a repeat run was queued (its ATTR_ENQUEUED_AS): a second measurement of a ratio for the noise band.
 ENQUEUED_REPEAT = "repeat (noise band)"
+# A ratio measured only on a cold machine, measured again (autotune/study/cold.py).
+ENQUEUED_COLD = "re-measure (its first run booted cold)"
 
 # Study user attrs the loop keeps up to date (autotune/study/stopping.py).
 STUDY_NOISE_BAND = "noise_band"  # NoiseBand.to_dict()
