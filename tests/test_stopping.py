@@ -255,6 +255,12 @@ def test_runs_that_booted_cold_are_measured_again_and_then_left_out(tmp_path: Pa
     assert all(len(p.values) >= 1 and min(p.values) == pytest.approx(1000.0) for p in measured_points(study))
     assert outcome.trials_finished == len(runner.ratios) <= 8
     assert outcome_of(study, plan).best_values == outcome.best_values  # the stored trials say the same on resume
+    assert [p.cold for p in outcome.points] == [True, True] + [False] * (len(outcome.points) - 2)
+    from autotune.cli.chart import ratio_chart
+
+    only_cold = [p for p in outcome.points if p.cold][:1]  # a ratio with no warm run shows the mark
+    chart = ratio_chart("t", only_cold, unit="tok/s", default_ratio=DEFAULT_RATIO, best_ratio=None).plain
+    assert "booted cold: reads low" in chart
 
 
 def test_simulated_and_uniformly_warm_studies_measure_nothing_twice_for_coldness(tmp_path: Path) -> None:

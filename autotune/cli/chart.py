@@ -51,6 +51,8 @@ def ratio_chart(
             marks.append(DEFAULT_RATIO_MARK)
         if point.status != "complete":
             marks.append(point.status)
+        if point.cold:
+            marks.append("booted cold: reads low")
         style = "green" if BEST_MARK in marks else ("yellow" if DEFAULT_RATIO_MARK in marks else "cyan")
         out.append(f" {ratio:6.3f} │")
         out.append("█" * filled, style=style)

@@ -27,7 +27,7 @@ from autotune.measure.serving_metrics import SLO
 from autotune.study.objective import RETRY, Objective
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO, to_flag
 from autotune.study.plan import ASKED_FOR, DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Outcome, StudyPlan, TrialPoint
-from autotune.study.cold import superseded, to_remeasure
+from autotune.study.cold import cold_trials, superseded, to_remeasure
 from autotune.study.stopping import CEILING, RUN_ALL, NoiseBand, Point, Verdict, judge, noise_band, points_from
 from autotune.study.trial_attrs import (
     ATTR_CONSTRAINTS,
@@ -415,6 +415,7 @@ def _requeue_interrupted(study: optuna.Study, trials: list[optuna.trial.Trial]) 
 
 def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
     """The best ratio against SGLang's default; repeated runs of one ratio count as their mean."""
+    cold = cold_trials(_finished(study))
     stale = superseded(_finished(study))  # cold runs whose ratio was measured warm too: biased, left out
     done = [t for t in _finished(study) if t.state == TrialState.COMPLETE and t.number not in stale]
     failed = [t for t in _finished(study) if t.state == TrialState.FAIL]
@@ -436,7 +437,7 @@ def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
         default_values=default_values,
         trials_finished=len(done) + len(stale) + len(failed) + len(pruned),
         trials_failed=len(failed),
-        points=tuple(_point(t) for t in _finished(study) if RATIO in t.params),
+        points=tuple(dataclasses.replace(_point(t), cold=t.number in cold) for t in _finished(study) if RATIO in t.params),
         stopped_because=stored.get(STUDY_STOPPED_BECAUSE),
         noise_band=stored.get(STUDY_NOISE_BAND),
     )

@@ -168,6 +168,7 @@ class TrialPoint:
     value: float | None  # the first objective; for a trial stopped early, what it measured by then
     status: str  # complete | stopped early | failed: <failure class>
     levels: tuple[dict[str, Any], ...] = ()  # `--objective capacity`: the load levels measured (LoadLevel dicts)
+    cold: bool = False  # its server booted on a cold machine: biased low (autotune/study/cold.py)
 
 
 @dataclass(frozen=True)
