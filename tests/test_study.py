@@ -295,10 +295,12 @@ def test_killed_tuner_resumes_without_losing_or_repeating_trials(tmp_path: Path)
     with optuna_storage(url) as storage:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         before = {t.number: (t.params, t.values) for t in finals(study)}
-        [orphan] = study.get_trials(states=(TrialState.RUNNING,))
-    assert len(before) >= 2 and orphan.number not in before
+        # One trial was running at the check; on a loaded machine the tuner can start its next one in the
+        # milliseconds before the kill lands, so one or two are left running.
+        orphans = study.get_trials(states=(TrialState.RUNNING,))
+    assert len(before) >= 2 and 1 <= len(orphans) <= 2 and not {o.number for o in orphans} & set(before)
     # Killed mid-run, not while its result was being written (that case: the test after this one).
-    assert ATTR_RESULT not in orphan.user_attrs and ATTR_FINAL not in orphan.user_attrs
+    assert all(ATTR_RESULT not in o.user_attrs and ATTR_FINAL not in o.user_attrs for o in orphans)
 
     started = time.monotonic()
     resumed = autotune(args, timeout=300)
@@ -315,13 +317,14 @@ def test_killed_tuner_resumes_without_losing_or_repeating_trials(tmp_path: Path)
     assert len({t.number for t in trials}) == len(trials)
     # No finished trial lost or re-run: same numbers, same parameters, same values.
     assert {t.number: (t.params, t.values) for t in done if t.number in before} == before
-    # The orphan was expired by the heartbeat (failed, never counted) and its parameters ran again.
-    [expired] = [t for t in trials if t.number == orphan.number]
-    assert expired.state == TrialState.FAIL and not expired.user_attrs.get(ATTR_FINAL)
-    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
-    assert retry.number > orphan.number and retry.params == orphan.params
-    assert retry.state == TrialState.COMPLETE and retry.user_attrs.get(ATTR_FINAL) is True
-    assert len(trials) == 7  # 6 finished + the expired one
+    # Each orphan was expired by the heartbeat (failed, never counted) and its parameters ran again.
+    for orphan in orphans:
+        [expired] = [t for t in trials if t.number == orphan.number]
+        assert expired.state == TrialState.FAIL and not expired.user_attrs.get(ATTR_FINAL)
+        [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+        assert retry.number > orphan.number and retry.params == orphan.params
+        assert retry.state == TrialState.COMPLETE and retry.user_attrs.get(ATTR_FINAL) is True
+    assert len(trials) == 6 + len(orphans)  # 6 finished + the expired ones
     assert store_optima(url)["mid-chat"].trials == 6
 
 
