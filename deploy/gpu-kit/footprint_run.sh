@@ -26,12 +26,7 @@ elapsed() { echo $(( $(date +%s) - start )); }
 pack() {
   echo "== packing ($(elapsed) s)"
   [ -d "$work/fp/logs" ] && tar -czf "$out/fp-logs.tar.gz" -C "$work/fp" --exclude='logs/models' logs
-  if [ -d "$work/triton" ]; then
-    tar -czf "$out/triton-cache.tar.gz" -C "$work" triton
-    du -sh "$work/triton" "$out/triton-cache.tar.gz"
-  fi
-  nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
-  ls -la "$out"
+  pack_node_record "$out" "$work"
 }
 trap pack EXIT
 
@@ -39,12 +34,8 @@ trap pack EXIT
 . "$here/kit-lib.sh"
 unpack_kit "$kit_tar" "$work"
 echo "ready in $(elapsed) s"
-export TRITON_CACHE_DIR="$work/triton"
-mkdir -p "$TRITON_CACHE_DIR"
 warm=()
-if [ -n "${TRITON_CACHE_TAR:-}" ] && [ -f "$TRITON_CACHE_TAR" ]; then
-  tar -xzf "$TRITON_CACHE_TAR" -C "$work" && echo "Triton cache restored: $(du -sh "$TRITON_CACHE_DIR" | cut -f1)" && warm=(--warm-cache)
-fi
+use_run_triton_cache "$work" && warm=(--warm-cache)
 nvidia-smi --query-gpu=index,name,memory.total,memory.used --format=csv,noheader
 left=$(( deadline - $(elapsed) - 20 ))  # 20 s for packing
 echo "== footprint grid: ${left} s ($(elapsed) s elapsed)"

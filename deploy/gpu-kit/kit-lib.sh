@@ -6,6 +6,9 @@
 #                                      on a warm machine skips the ~30 s of xz.
 #   unpack_ray_kit RAY_KIT.tar.xz   -> unpacks into $kit (node.sh then finds $kit/ray-kit)
 #   load_caches CACHES.tar.gz       -> node.sh caches load (sgl-kernel/FlashInfer JIT, Triton, inductor)
+#   use_run_triton_cache WORKDIR    -> TRITON_CACHE_DIR=WORKDIR/triton, restored from $TRITON_CACHE_TAR if set;
+#                                      returns 0 when it restored one
+#   pack_node_record OUTDIR WORKDIR -> the run's Triton cache (OUTDIR/triton-cache.tar.gz), nvidia-smi.txt, a listing
 
 unpack_kit() {
   local tar_file=$1 work=$2 stamp
@@ -36,4 +39,25 @@ load_caches() {
   else
     echo "== no compile caches at $tar_file: the first boot compiles"
   fi
+}
+
+use_run_triton_cache() {
+  local work=$1
+  export TRITON_CACHE_DIR="$work/triton"
+  mkdir -p "$TRITON_CACHE_DIR"
+  if [ -n "${TRITON_CACHE_TAR:-}" ] && [ -f "$TRITON_CACHE_TAR" ]; then
+    tar -xzf "$TRITON_CACHE_TAR" -C "$work" && echo "Triton cache restored: $(du -sh "$TRITON_CACHE_DIR" | cut -f1)"
+    return
+  fi
+  return 1
+}
+
+pack_node_record() {
+  local out=$1 work=$2
+  if [ -d "$work/triton" ]; then
+    tar -czf "$out/triton-cache.tar.gz" -C "$work" triton
+    du -sh "$work/triton" "$out/triton-cache.tar.gz"
+  fi
+  nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
+  ls -la "$out"
 }

@@ -50,8 +50,7 @@ pack() {
     fi
   fi
   du -sh "$HOME"/.cache/* 2>/dev/null | sort -h | tail -8
-  nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
-  ls -la "$out"
+  pack_node_record "$out" "$work"
 }
 
 unpack_kit "$kit_tar" "$work"

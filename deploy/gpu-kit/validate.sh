@@ -42,12 +42,7 @@ pack() {
   if [ -d "$work/logs" ]; then
     tar -czf "$out/logs.tar.gz" -C "$work" --exclude='logs/models' logs
   fi
-  if [ -d "$work/triton" ]; then
-    tar -czf "$out/triton-cache.tar.gz" -C "$work" triton
-    du -sh "$work/triton" "$out/triton-cache.tar.gz"
-  fi
-  nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
-  ls -la "$out"
+  pack_node_record "$out" "$work"
 }
 trap pack EXIT
 
@@ -61,11 +56,7 @@ else
   export SWA_AUTOTUNE_RAY="${SWA_AUTOTUNE_RAY:-0}"  # the studies below use --runner local
 fi
 
-export TRITON_CACHE_DIR="$work/triton"
-mkdir -p "$TRITON_CACHE_DIR"
-if [ -n "${TRITON_CACHE_TAR:-}" ] && [ -f "$TRITON_CACHE_TAR" ]; then
-  tar -xzf "$TRITON_CACHE_TAR" -C "$work" && echo "Triton cache restored: $(du -sh "$TRITON_CACHE_DIR" | cut -f1)"
-fi
+use_run_triton_cache "$work" || true
 
 "$kit/node.sh" doctor | tee "$out/doctor.txt"
 
