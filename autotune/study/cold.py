@@ -10,7 +10,8 @@ tell that from noise (it would only widen the band), so the study treats it as w
   boot (a warm boot on these machines is 44-67 s, a cold one 129-176 s; simulated servers are never cold);
 - a cold run is **superseded** once its ratio has a warm complete run: it leaves the points the stopping rule
   judges and the means the report shows, and stays in the study as measured;
-- before a study stops, each ratio measured only cold is **re-measured** once (`ENQUEUED_COLD`).
+- as soon as a warm boot shows a run was cold, a ratio measured only cold is **re-measured** once
+  (`ENQUEUED_COLD`), before the stopping rule judges again.
 
 Carrying the compile caches (`node.sh caches load`) keeps a fresh machine's first boots warm, and then none of
 this costs a trial.

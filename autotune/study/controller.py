@@ -415,11 +415,12 @@ def _requeue_interrupted(study: optuna.Study, trials: list[optuna.trial.Trial]) 
 
 def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
     """The best ratio against SGLang's default; repeated runs of one ratio count as their mean."""
-    cold = cold_trials(_finished(study))
-    stale = superseded(_finished(study))  # cold runs whose ratio was measured warm too: biased, left out
-    done = [t for t in _finished(study) if t.state == TrialState.COMPLETE and t.number not in stale]
-    failed = [t for t in _finished(study) if t.state == TrialState.FAIL]
-    pruned = [t for t in _finished(study) if t.state == TrialState.PRUNED]
+    finished = _finished(study)  # read once: the loop asks for the outcome every second
+    cold = cold_trials(finished)
+    stale = superseded(finished)  # cold runs whose ratio was measured warm too: biased, left out
+    done = [t for t in finished if t.state == TrialState.COMPLETE and t.number not in stale]
+    failed = [t for t in finished if t.state == TrialState.FAIL]
+    pruned = [t for t in finished if t.state == TrialState.PRUNED]
     feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get(ATTR_CONSTRAINTS, []))]
     default = [t for t in done if _is_default(t.params)]
     if feasible:
@@ -437,7 +438,7 @@ def outcome_of(study: optuna.Study, plan: StudyPlan) -> Outcome:
         default_values=default_values,
         trials_finished=len(done) + len(stale) + len(failed) + len(pruned),
         trials_failed=len(failed),
-        points=tuple(dataclasses.replace(_point(t), cold=t.number in cold) for t in _finished(study) if RATIO in t.params),
+        points=tuple(dataclasses.replace(_point(t), cold=t.number in cold) for t in finished if RATIO in t.params),
         stopped_because=stored.get(STUDY_STOPPED_BECAUSE),
         noise_band=stored.get(STUDY_NOISE_BAND),
     )
