@@ -11,7 +11,6 @@ the one boot. The trace is read from `--trace` (required: nothing is downloaded)
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -26,25 +25,19 @@ from workers.sim_fast import run_sim_fast
 from workers.spec import ServerSpec
 from workers.trial import TrialSpec
 
+from trace_slice_args import slice_entry, trace_slice_parser  # beside this file
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", required=True, type=Path, help="a .csv (Azure, BurstGPT) or Mooncake .jsonl trace")
-    parser.add_argument("--start", default="600")
-    parser.add_argument("--duration", default="300")
-    parser.add_argument("--sample", type=float, default=1.0)
+    parser = trace_slice_parser(__doc__.splitlines()[0])
     parser.add_argument("--slo", default="ttft_p99=2000,tpot_p99=100")
     parser.add_argument("--levels", type=int, default=DEFAULT_MAX_LEVELS)
-    parser.add_argument("--model", default="26B-A4B")
-    parser.add_argument("--gpu", default="H100")
-    parser.add_argument("--ratio", type=float, action="append")
     args = parser.parse_args()
     ratios = sorted(set(args.ratio or [0.1, 0.2, 0.3, 0.5, 0.8, 1.0]) | {DEFAULT_RATIO})
     slo = SLO.parse(args.slo)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "slice.yaml"
-        path.write_text(yaml.safe_dump([{"dataset": str(args.trace.resolve()), "start": args.start,
-                                         "duration": args.duration, "sample": args.sample}]))
+        path.write_text(yaml.safe_dump([slice_entry(args)]))
         workload = parse_workload_arg(str(path))[0]
     print(f"{args.model} on {args.gpu}, SIMULATED (sim-fast, virtual time); SLO {args.slo}; at most {args.levels} levels")
     print(f"  {workload.describe()}\n")

@@ -12,7 +12,6 @@ ratio, requests/s served, output tok/s, TTFT p99 and TPOT p99. Results are SIMUL
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -24,22 +23,16 @@ from autotune.sim.args import load_model_for, parse_args, server_config
 from autotune.sim.run import simulate
 from autotune.workloads import get_preset, parse_workload_arg
 
+from trace_slice_args import slice_entry, trace_slice_parser  # beside this file
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", required=True, type=Path, help="a .csv (Azure, BurstGPT) or Mooncake .jsonl trace")
-    parser.add_argument("--start", default="600")
-    parser.add_argument("--duration", default="300")
-    parser.add_argument("--sample", type=float, default=1.0)
+    parser = trace_slice_parser(__doc__.splitlines()[0])
     parser.add_argument("--speedup", type=float, default=1.0)
-    parser.add_argument("--model", default="26B-A4B")
-    parser.add_argument("--gpu", default="H100")
-    parser.add_argument("--ratio", type=float, action="append")
     args = parser.parse_args()
     ratios = args.ratio or [0.2, 0.4, 0.6, 0.8, 1.0]
     with tempfile.TemporaryDirectory() as tmp:
-        trace = {"dataset": str(args.trace.resolve()), "start": args.start, "duration": args.duration,
-                 "sample": args.sample, "speedup": args.speedup}
+        trace = {**slice_entry(args), "speedup": args.speedup}
         mix = {"name": "trace+long-docs", "mix": [
             {k: v for k, v in trace.items() if k != "speedup"},
             {"name": "long-docs", "num_prompts": 20, "input_len": 16000, "output_len": 256, "range_ratio": 0.5,

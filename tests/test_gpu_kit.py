@@ -250,19 +250,26 @@ def _python312() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def built_kit(tmp_path_factory):
-    """Run build.sh once: (tarball path, build stdout, unpacked kit dir)."""
-    out = tmp_path_factory.mktemp("gpu-kit")
-    result = subprocess.run(["bash", str(KIT_SRC / "build.sh"), "--out", str(out), "--cache", str(CACHE)],
+def _build(tmp_path_factory, name: str, *flags: str) -> tuple[Path, str, Path]:
+    """Run build.sh FLAGS once: (tarball path, build stdout, the directory it unpacks into)."""
+    out = tmp_path_factory.mktemp(name)
+    result = subprocess.run(["bash", str(KIT_SRC / "build.sh"), *flags, "--out", str(out), "--cache", str(CACHE)],
                             cwd=REPO, capture_output=True, text=True, timeout=1700)
-    assert result.returncode == 0, f"build.sh failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    tarball = out / f"{KIT_NAME}.tar.xz"
-    assert tarball.is_file(), result.stdout
+    assert result.returncode == 0, f"build.sh {' '.join(flags)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    tarball = next(out.glob("*.tar.xz"), None)
+    assert tarball is not None and tarball.is_file(), result.stdout
     unpacked = out / "unpacked"
     unpacked.mkdir()
     subprocess.run(["tar", "-xJf", str(tarball), "-C", str(unpacked)], check=True)
     return tarball, result.stdout, unpacked
+
+
+@pytest.fixture(scope="module")
+def built_kit(tmp_path_factory):
+    """Run build.sh once: (tarball path, build stdout, unpacked kit dir)."""
+    tarball, stdout, unpacked = _build(tmp_path_factory, "gpu-kit")
+    assert tarball.name == f"{KIT_NAME}.tar.xz"
+    return tarball, stdout, unpacked
 
 
 @pytest.fixture(scope="module")
@@ -287,16 +294,9 @@ def node_python(built_kit):
 @pytest.fixture(scope="module")
 def built_ray_kit(tmp_path_factory):
     """Run build.sh --ray once: (tarball path, build stdout, unpacked ray-kit dir)."""
-    out = tmp_path_factory.mktemp("ray-kit")
-    result = subprocess.run(["bash", str(KIT_SRC / "build.sh"), "--ray", "--out", str(out), "--cache", str(CACHE)],
-                            cwd=REPO, capture_output=True, text=True, timeout=1700)
-    assert result.returncode == 0, f"build.sh --ray failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    tarball = out / f"{RAY_KIT_NAME}.tar.xz"
-    assert tarball.is_file(), result.stdout
-    unpacked = out / "unpacked"
-    unpacked.mkdir()
-    subprocess.run(["tar", "-xJf", str(tarball), "-C", str(unpacked)], check=True)
-    return tarball, result.stdout, unpacked / "ray-kit"
+    tarball, stdout, unpacked = _build(tmp_path_factory, "ray-kit", "--ray")
+    assert tarball.name == f"{RAY_KIT_NAME}.tar.xz"
+    return tarball, stdout, unpacked / "ray-kit"
 
 
 @pytest.fixture(scope="module")
