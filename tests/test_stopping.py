@@ -111,6 +111,7 @@ class SurfaceRunner:
 
     def __init__(self, surface: Callable[[float], float], capacity: int = 1) -> None:
         self.surface, self.capacity, self.pending, self.ratios = surface, capacity, [], []
+        self.lookahead = 0
 
     def submit(self, spec: TrialSpec) -> None:
         self.ratios.append(float(spec.server.flags["swa-full-tokens-ratio"]))

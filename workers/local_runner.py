@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from autotune.hardware import detect_gpus
 from workers.futures import first_done
+from workers.handover import GpuSetRecord, Handover
 from workers.process import ServerProcess
 from workers.trial import TrialResult, TrialSpec, run_trial
 
@@ -19,9 +20,15 @@ class LocalRunner:
 
     For a single node where Ray is not installed (the offline GPU kit leaves Ray's 79 MB wheel
     out) or not wanted. The trial code is the one Ray's workers run (workers/trial.py).
+
+    With `boot_ahead`, each GPU set also takes one trial more than it measures: that trial's server
+    boots while the set's running replay drains, and measures once the set is free
+    (workers/handover.py). `lookahead` says how many such trials the runner takes.
     """
 
-    def __init__(self, parallel: int = 1, gpus_per_trial: int = 0, gpu_ids: list[str] | None = None) -> None:
+    def __init__(
+        self, parallel: int = 1, gpus_per_trial: int = 0, gpu_ids: list[str] | None = None, *, boot_ahead: bool = False,
+    ) -> None:
         if gpus_per_trial:
             ids = list(gpu_ids or [])
             if parallel * gpus_per_trial > len(ids):
@@ -35,9 +42,14 @@ class LocalRunner:
         else:
             slots = [None] * parallel
         self.capacity = parallel
-        self._free = slots
+        self.lookahead = parallel if boot_ahead else 0
+        self._free = list(range(parallel))  # indexes into _slots
+        self._slots = slots
+        self._records = [GpuSetRecord() for _ in slots]
+        self._holding: dict[int, Handover] = {}  # slot -> the handover its measuring trial will release
+        self._next: dict[int, Handover] = {}  # slot -> the handover of the trial booting ahead onto it
         self._lock = threading.Lock()
-        self._pool = futures.ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="trial")
+        self._pool = futures.ThreadPoolExecutor(max_workers=parallel + self.lookahead, thread_name_prefix="trial")
         self._running: set[futures.Future[TrialResult]] = set()
         self._servers: dict[str, dict] = {}
         self._processes: dict[str, ServerProcess] = {}
@@ -45,12 +57,22 @@ class LocalRunner:
 
     def submit(self, spec: TrialSpec) -> None:
         with self._lock:
-            if not self._free:
-                raise RuntimeError("LocalRunner: more trials submitted than --parallel")
-            slot = self._free.pop(0)
-        self._running.add(self._pool.submit(self._run, spec, slot))
+            if self._free:
+                index, waits_for = self._free.pop(0), None
+                own = self._holding[index] = Handover(self._records[index])
+            else:
+                ahead = [i for i in self._holding if i not in self._next] if self.lookahead else []
+                if not ahead:
+                    raise RuntimeError("LocalRunner: more trials submitted than --parallel (and boot-ahead) allow")
+                index = ahead[0]
+                waits_for = self._holding[index]
+                own = self._next[index] = Handover(self._records[index])
+        self._running.add(self._pool.submit(self._run, spec, index, own, waits_for))
 
-    def _run(self, spec: TrialSpec, slot: tuple[str, ...] | None) -> TrialResult:
+    def _run(self, spec: TrialSpec, index: int, own: Handover, waits_for: Handover | None) -> TrialResult:
+        """Run `spec` on GPU set `index`; `own` is what it releases when done, `waits_for` what the
+        trial measuring there now will release (None: the set was free)."""
+        slot = self._slots[index]
         env = dict(spec.server.env)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(slot)
@@ -67,12 +89,21 @@ class LocalRunner:
                 server.stop()
 
         try:
-            result = run_trial(spec, None, on_server, on_process)
+            result = run_trial(spec, None, on_server, on_process, gpu_set=self._records[index], handover=waits_for,
+                               drain=own if self.lookahead else None)
         finally:
             with self._lock:
                 self._servers.pop(spec.trial_id, None)
                 self._processes.pop(spec.trial_id, None)
-                self._free.append(slot)
+                if waits_for is not None and not waits_for.free:
+                    self._next.pop(index, None)  # ended before it took the set over (closing): the set stays
+                else:
+                    self._holding.pop(index, None)
+                    if index in self._next:  # the trial booting ahead takes the set over
+                        self._holding[index] = self._next.pop(index)
+                    else:
+                        self._free.append(index)
+            own.release()
         worker = {"runner": "local", "pid": os.getpid(), "gpu_ids": list(slot or ()),
                   "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES")}
         return replace(result, worker=worker)

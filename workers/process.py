@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
@@ -82,8 +83,11 @@ class ServerProcess:
             start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]),
         )
 
-    def wait_ready(self, poll_s: float = 0.25) -> BootInfo:
-        """Block until ready; raise TrialFailure(BOOT_REFUSED/OUT_OF_MEMORY/BOOT_FAILED/BOOT_TIMEOUT)."""
+    def wait_ready(self, poll_s: float = 0.25, watch: Callable[[str, float], None] | None = None) -> BootInfo:
+        """Block until ready; raise TrialFailure(BOOT_REFUSED/OUT_OF_MEMORY/BOOT_FAILED/BOOT_TIMEOUT).
+
+        `watch(log, seconds since the wait began)` sees the log at every poll while it boots; what it
+        raises ends the wait (workers/handover.py stops an early boot that way)."""
         proc = self._proc
         assert proc is not None or self._stopped, "start() first"
         started = time.monotonic()
@@ -93,6 +97,8 @@ class ServerProcess:
                 if self._stopped:
                     raise TrialFailure(FailureKind.BOOT_FAILED, "stopped by its owner while booting", self.log_tail())
                 log = self.read_log()
+                if watch is not None:
+                    watch(log, time.monotonic() - started)
                 if READY_LINE in log or (proc.poll() is None and self._healthy(client)):
                     layout = parse_pool_layout(log)
                     return BootInfo(

@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # Ray is optional: importing this module must not need it
 class RayRunner:
     """`sim` and `sglang`: TrialWorker actors on a Ray cluster (workers/pool.py)."""
 
+    lookahead = 0  # a worker boots its next server only once its trial is done
+
     def __init__(self, pool: WorkerPool) -> None:
         self.pool = pool
 

@@ -186,6 +186,7 @@ class _Phase:
     server_alive: Callable[[], bool] | None
     on_done: Callable[[RequestOutcome], None] | None = None
     should_stop: Callable[[int], bool] | None = None
+    on_send: Callable[[int], None] | None = None  # a request's index as it goes out
     completed: list[tuple[bool, RequestOutcome]] = field(default_factory=list)
 
     async def _send_all(
@@ -198,6 +199,8 @@ class _Phase:
             if delay > 0:
                 await asyncio.sleep(delay)
             async with slots:
+                if self.on_send is not None:
+                    self.on_send(spec.index)
                 timed = await _one_request(self.session, self.config, self.workload, spec, t0, progress)
             self.completed.append(timed)
             if self.on_done is not None:
@@ -235,11 +238,13 @@ async def replay(
     on_start: Callable[[float], Awaitable[None]] | None = None,
     on_done: Callable[[RequestOutcome], None] | None = None,
     should_stop: Callable[[int], bool] | None = None,
+    on_send: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Warm up (one at a time, excluded), then replay; raise TrialFailure on a crash or hang.
 
     `on_start(t0)` is awaited just before the measured part begins (the scraper takes its
-    baseline there, so counter growth covers exactly the measured requests).
+    baseline there, so counter growth covers exactly the measured requests). `on_send(index)`
+    and `on_done(outcome)` see each measured request go out and come back.
     """
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
@@ -250,7 +255,7 @@ async def replay(
         if on_start is not None:
             await on_start(time.monotonic())
         specs = workload.requests
-        measured = _Phase(session, config, workload, server_alive, on_done, should_stop)
+        measured = _Phase(session, config, workload, server_alive, on_done, should_stop, on_send)
         try:
             outcomes, duration, t0 = await measured.run(
                 specs, send_offsets(workload.arrival, specs), concurrency_limit(workload.arrival)

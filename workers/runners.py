@@ -23,13 +23,22 @@ class RunnerChoice:
     reason: str
 
 
-def choose_runner(requested: str, backend: str, ray_address: str | None) -> RunnerChoice:
+def choose_runner(requested: str, backend: str, ray_address: str | None, *, boot_ahead: bool = False) -> RunnerChoice:
     """Where trials run. `sim-fast` always runs in-process; otherwise Ray when installed (or asked
-    for by --ray-address), else threads on this node (`local`)."""
+    for by --ray-address), else threads on this node (`local`). Booting ahead needs the local runner:
+    one process must see both the trial that drains and the one that boots onto its GPUs."""
     if requested not in RUNNERS:
         raise ValueError(f"unknown runner {requested!r}; use one of {', '.join(RUNNERS)}")
     if backend == "sim-fast":
+        if boot_ahead:
+            raise ValueError("--boot-ahead: sim-fast trials boot no server; drop --boot-ahead, or use --backend sim or sglang")
         return RunnerChoice("in-process", "runner in-process: sim-fast trials run on the simulator's engine in this process")
+    if boot_ahead:
+        if requested == "ray" or ray_address:
+            raise ValueError("--boot-ahead runs on this node's GPUs (the local runner): drop --runner ray / --ray-address, "
+                             "or drop --boot-ahead")
+        return RunnerChoice("local", "runner local: trials run on this node; each next queued trial's server boots while "
+                                     "the last replay drains (--boot-ahead)")
     has_ray = importlib.util.find_spec("ray") is not None
     if requested == "local":
         if ray_address:
@@ -45,15 +54,15 @@ def choose_runner(requested: str, backend: str, ray_address: str | None) -> Runn
 
 
 def open_runner(
-    choice: RunnerChoice, backend: str, parallel: int, tp: int, ray_address: str | None
+    choice: RunnerChoice, backend: str, parallel: int, tp: int, ray_address: str | None, *, boot_ahead: bool = False,
 ) -> InProcessRunner | LocalRunner | RayRunner:
     """The runner `choice` names, with `parallel` slots of `tp` GPUs each (none for simulated servers)."""
     if choice.runner == "in-process":
         return InProcessRunner(parallel)
     if choice.runner == "local":
         if backend == "sglang":
-            return LocalRunner(parallel, gpus_per_trial=tp, gpu_ids=local_gpu_ids())
-        return LocalRunner(parallel)  # simulated servers need no GPU
+            return LocalRunner(parallel, gpus_per_trial=tp, gpu_ids=local_gpu_ids(), boot_ahead=boot_ahead)
+        return LocalRunner(parallel, boot_ahead=boot_ahead)  # simulated servers need no GPU
     # Imported here, not above: Ray is optional (the offline GPU kit leaves it out), and only this
     # branch needs it.
     from workers.pool import WorkerPool, WorkerResources, connect

@@ -107,6 +107,7 @@ class InProcessRunner:
 
     def __init__(self, parallel: int = 1) -> None:
         self.capacity = parallel
+        self.lookahead = 0  # nothing boots
         self._pool = futures.ProcessPoolExecutor(max_workers=parallel)
         self._running: set[futures.Future[TrialResult]] = set()
 

@@ -19,7 +19,8 @@ from autotune.workloads import Workload
 from workers.failures import FailureKind, TrialFailure
 from workers.load_replay import LevelRuns, run_levels
 from workers.load_search import LoadSearchResult, LoadSearchSpec, paced_for_server
-from workers.process import ServerProcess
+from workers.handover import BootOverlapped, EarlyBoot, GpuSetRecord, Handover, SoloWatch
+from workers.process import BootInfo, ServerProcess
 from workers.early_stop import EarlyStop
 from workers.replay import ReplayConfig, ReplayResult, replay
 from workers.scrape import Scraper
@@ -75,6 +76,7 @@ class TrialResult:
     stopped_early: bool = False  # clearly lost: the summary covers the requests finished by then
     server_memory: ServerMemory | None = None  # the pools and budget as the server states them
     load_search: LoadSearchResult | None = None  # every load level measured (summary: the best passing one)
+    early_boot: EarlyBoot | None = None  # booted while the last trial on its GPUs drained (--boot-ahead)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -85,6 +87,7 @@ class TrialResult:
         data["command"] = list(self.command)
         data["server_memory"] = self.server_memory.to_dict() if self.server_memory else None
         data["load_search"] = self.load_search.to_dict() if self.load_search else None
+        data["early_boot"] = self.early_boot.to_dict() if self.early_boot else None
         return data
 
     @classmethod
@@ -97,6 +100,7 @@ class TrialResult:
         values["command"] = tuple(data.get("command", ()))
         values["server_memory"] = ServerMemory.from_dict(data["server_memory"]) if data.get("server_memory") else None
         values["load_search"] = LoadSearchResult.from_dict(data["load_search"]) if data.get("load_search") else None
+        values["early_boot"] = EarlyBoot.from_dict(data["early_boot"]) if data.get("early_boot") else None
         return cls(**values)
 
 
@@ -111,16 +115,19 @@ def _client_counts(outcomes: tuple[RequestOutcome, ...]) -> dict[str, int]:
 
 
 async def _measure(
-    spec: TrialSpec, server: ServerProcess, progress: Progress | None
+    spec: TrialSpec, server: ServerProcess, progress: Progress | None, drain: Handover | None = None,
 ) -> tuple[ReplayResult, Scraper, bool]:
-    """The replay with its scrapes; the flag says it was stopped at the time budget."""
+    """The replay with its scrapes; the flag says it was stopped at the time budget. `drain` (the
+    handover to the trial booting next on these GPUs) follows each request out and back."""
     scraper = Scraper(server.base_url, spec.scrape_interval_s)
     total = len(spec.workload.requests)
     done = 0
 
-    def on_done(_: RequestOutcome) -> None:
+    def on_done(outcome: RequestOutcome) -> None:
         nonlocal done
         done += 1
+        if drain is not None:
+            drain.finished(outcome.index)
         if progress is not None:
             progress("replay", done, total)
 
@@ -145,6 +152,7 @@ async def _measure(
             on_start=scraper.start,
             on_done=on_done,
             should_stop=should_stop if spec.early_stop or spec.time_budget_s is not None else None,
+            on_send=(lambda index: drain.sent(index, total)) if drain is not None else None,
         )
     finally:
         await scraper.stop(final_scrape=server.alive)
@@ -183,15 +191,29 @@ def run_trial(
     progress: Progress | None = None,
     on_server: Callable[[int], None] | None = None,
     on_process: Callable[[ServerProcess], None] | None = None,
+    *,
+    gpu_set: GpuSetRecord | None = None,
+    handover: Handover | None = None,
+    drain: Handover | None = None,
 ) -> TrialResult:
     """Boot, replay, stop. `on_server(port)` learns the server's port before it boots (service
-    discovery); `on_process` gets the server itself, for an owner that must be able to stop it."""
+    discovery); `on_process` gets the server itself, for an owner that must be able to stop it.
+
+    `gpu_set` records what boots on these GPUs show; with `handover` the server boots while the last
+    trial on them drains, and counts only if that boot saw the GPUs as a solo boot does; `drain` is
+    the handover to the next trial, which follows this one's replay (workers/handover.py). A load
+    search's end is not known ahead, so the next trial waits for it to finish."""
     log_path = Path(spec.log_dir) / f"{spec.trial_id}.log"
-    server = ServerProcess(spec.server, log_path, boot_timeout_s=spec.boot_timeout_s)
-    if on_server is not None:
-        on_server(server.port)
-    if on_process is not None:
-        on_process(server)
+
+    def new_server() -> ServerProcess:
+        made = ServerProcess(spec.server, log_path, boot_timeout_s=spec.boot_timeout_s)
+        if on_server is not None:
+            on_server(made.port)
+        if on_process is not None:
+            on_process(made)
+        return made
+
+    server = new_server()
     started_at = time.time()
     base = dict(
         started_at=started_at,
@@ -200,14 +222,51 @@ def run_trial(
     )
     boot = None
     memory = None
+    early: EarlyBoot | None = None
     runs = LevelRuns()  # the load levels measured (a load search only); kept should the server fail
-    try:
+
+    def boot_server(watch: Callable[[str, float], None] | None) -> tuple[BootInfo, ServerMemory]:
         server.start()
         if progress is not None:
             progress("boot", 0, len(spec.workload.requests))
-        boot = server.wait_ready()
-        logged = (boot.full_tokens, boot.swa_tokens) if boot.full_tokens is not None else None
-        memory = read_server_memory(server.base_url, logged, keep=log_path.with_suffix(""))
+        booted = server.wait_ready(watch=watch)
+        logged = (booted.full_tokens, booted.swa_tokens) if booted.full_tokens is not None else None
+        return booted, read_server_memory(server.base_url, logged, keep=log_path.with_suffix(""))
+
+    try:
+        if handover is None:
+            boot, memory = boot_server(SoloWatch(gpu_set) if gpu_set is not None else None)
+        else:
+            handover.wait_to_boot()
+            boot_started = time.monotonic()
+            busy_at_start = not handover.free
+            try:
+                boot, memory = boot_server(handover.watch)
+                handover.wait_free()
+                why = handover.verify(server.read_log(), memory.kvcache_gib)
+            except BootOverlapped as overlapped:
+                why = str(overlapped)
+            except TrialFailure as failure:
+                if not busy_at_start:
+                    raise  # booted on free GPUs: its failure is its own
+                why = f"it failed while the last server still ran ({failure.message})"
+            if why:  # measure nothing from it: boot again, alone (its log is kept beside)
+                server.stop()
+                handover.wait_free()
+                if log_path.exists():
+                    log_path.replace(log_path.with_suffix(".early.log"))
+                server = new_server()
+                base.update(command=tuple(server.argv), port=server.port)
+                boot_started = time.monotonic()
+                boot, memory = boot_server(SoloWatch(gpu_set) if gpu_set is not None else None)
+            freed_at = handover.freed_at or boot_started
+            early = EarlyBoot(
+                started_before_free_s=round(max(0.0, freed_at - boot_started), 2),
+                ready_after_free_s=round(max(0.0, boot_started + boot.boot_s - freed_at), 2),
+                rebooted=why or "",
+            )
+        if gpu_set is not None and (early is None or early.rebooted):
+            gpu_set.learn_budget(memory.kvcache_gib)  # a solo boot's budget: what early ones must match
         if spec.load_search is not None:
             scraper = Scraper(server.base_url, spec.scrape_interval_s)
             asyncio.run(run_levels(
@@ -217,8 +276,8 @@ def run_trial(
                 time_scale=float(spec.server.sim_flags.get("time-scale", 1.0)), progress=progress,
             ))
             died = not server.alive
-            return _searched_result(spec, runs, scraper, died, server, boot, memory, base)
-        replayed, scraper, overran = asyncio.run(_measure(spec, server, progress))
+            return _searched_result(spec, runs, scraper, died, server, boot, memory, dict(base, early_boot=early))
+        replayed, scraper, overran = asyncio.run(_measure(spec, server, progress, drain))
         outcomes, duration = replayed.outcomes, replayed.duration_s
         died = not server.alive  # requests can fail faster than the watchdog looks: ask the process
     except TrialFailure as failure:
@@ -233,7 +292,7 @@ def run_trial(
             log_tail=failure.log_tail or server.log_tail(),
             boot_s=boot.boot_s if boot else None,
             full_tokens=boot.full_tokens if boot else None, swa_tokens=boot.swa_tokens if boot else None,
-            server_memory=memory, **base,
+            server_memory=memory, early_boot=early, **base,
         )
     finally:
         server_exit = server.returncode
@@ -262,7 +321,8 @@ def run_trial(
         full_tokens=boot.full_tokens, swa_tokens=boot.swa_tokens,
         summary=summary, series=summarize_series(samples), samples=samples,
         server_counters=scraper.counter_deltas(),
-        client_counts=counts, stopped_early=replayed.stopped_early or overran, server_memory=memory, **base,
+        client_counts=counts, stopped_early=replayed.stopped_early or overran, server_memory=memory,
+        early_boot=early, **base,
     )
 
 

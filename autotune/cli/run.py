@@ -12,6 +12,7 @@ from typing import Any, Optional
 import optuna
 import sqlalchemy
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autotune import discovery
@@ -207,6 +208,13 @@ def run_command(
     backend: str = typer.Option("auto", "--backend", "-b", help="auto | sglang (real server) | sim (simulated server, same workers) | sim-fast (in-process, virtual time)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (default: start a local one)."),
     runner: str = typer.Option("auto", "--runner", help="auto | ray (Ray workers, local or --ray-address cluster) | local (this node, no Ray: one trial per GPU). auto: Ray when installed."),
+    boot_ahead: bool = typer.Option(
+        False, "--boot-ahead/--no-boot-ahead",
+        help="Boot the next queued trial's server (SGLang's default, --try ratios, repeats) while the last replay "
+             "drains, on the same GPUs, timed so it probes GPU memory only after the last server stopped; an early "
+             "boot that saw the last server anyway is booted again. Saves up to the ~20 s before SGLang's memory "
+             "probe per queued trial. This node only (local runner).",
+    ),
     try_ratios: Optional[str] = typer.Option(None, "--try", help="Ratios to measure first, e.g. 0.15,0.5 (a hand rule to check); --trials grows to hold them and SGLang's default."),
     early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Stop trials that are clearly lost (SWA-bound with a queue that does not drain). SGLang's default 0.8 always runs in full."),
     stop_when_known: bool = typer.Option(
@@ -275,7 +283,7 @@ def run_command(
     require_ratio_to_matter({}, tuple(ctx.args))  # before the backend books GPUs (build_plan checks again)
     choice = choose_backend(backend)
     out.print(choice.reason)
-    runner_choice = choose_runner(runner, choice.backend, ray_address)
+    runner_choice = choose_runner(runner, choice.backend, ray_address, boot_ahead=boot_ahead)
     profile = resolve_gpu(choice.backend, gpu)
     if dummy_weights:
         dummy = write_dummy_model(model, log_dir / "models")
@@ -321,7 +329,7 @@ def run_command(
     if parallel is None:
         parallel = default_parallel(choice.backend)
     out.print(runner_choice.reason + (f", {parallel} trials at once" if parallel > 1 else ""))
-    trial_runner = open_runner(runner_choice, choice.backend, parallel, tp, ray_address)
+    trial_runner = open_runner(runner_choice, choice.backend, parallel, tp, ray_address, boot_ahead=boot_ahead)
     # Installed after the runner, so that it replaces any handler Ray's core worker put in place
     # (whose SIGTERM answer is a C++ stack dump): SIGTERM now stops the tuner the way Ctrl-C does.
     in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
@@ -350,7 +358,9 @@ def run_command(
                     elif kind == "finished":
                         remember_server_memory(store, plan, data["trial"], data["result"])
                         ratio = data["params"].get(RATIO)
-                        progress.console.print(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f} -> {data['what']}", style="dim")
+                        result = data["result"]
+                        early = f" ({result.early_boot.describe(result.boot_s)})" if result.early_boot else ""
+                        progress.console.print(escape(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f} -> {data['what']}{early}"), style="dim")
 
                 hooks = [study_event_hook(metrics, plan, capacity=trial_runner.capacity),
                          discovery.discovery_event_hook(discovery.REGISTRY, plan)] if metrics else []

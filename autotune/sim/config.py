@@ -96,6 +96,9 @@ class StartUp:
     max_running_requests: int
     context_len: int
     log_lines: tuple[str, ...]
+    # SGLang's memory probe before the weights load, part way into the boot (workers/handover.py reads it).
+    # The simulated server holds no GPU memory: it always sees the whole GPU free.
+    probe_line: str = ""
     arena: ModeSizing | None = None  # --enable-unified-memory: the arena and its nominal caps
 
     @property
@@ -175,4 +178,5 @@ def start_up(config: SimServerConfig) -> StartUp:
         context_len=context_len,
         log_lines=tuple(lines),
         arena=arena,
+        probe_line=f"Load weight begin. avail mem={config.gpu.memory_gib:.2f} GB",
     )

@@ -359,7 +359,11 @@ def run_study(
             finished = len(_finished(study))
             on_event("progress", {"finished": finished, "total": target, "running": len(in_flight),
                                   "outcome": outcome_of(study, plan)})
-            while len(in_flight) < runner.capacity and finished + len(in_flight) < target:
+            while finished + len(in_flight) < target and (
+                len(in_flight) < runner.capacity
+                # A queued candidate is known before the running trial ends: its server may boot ahead.
+                or (len(in_flight) < runner.capacity + runner.lookahead and _waiting(study))
+            ):
                 if not _waiting(study) and plan.stop_when_known and rule_blocked(plan) is None:
                     if any(t.user_attrs.get(ATTR_ENQUEUED_AS) or ATTR_RETRY_OF in t.user_attrs for t in in_flight.values()):
                         break  # judge once every queued candidate is measured

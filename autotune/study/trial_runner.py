@@ -12,7 +12,8 @@ from workers.trial import TrialResult, TrialSpec
 
 
 class TrialRunner(Protocol):
-    capacity: int  # trials it runs at once
+    capacity: int  # trials it measures at once
+    lookahead: int  # trials more it takes, to boot their servers while those measuring drain (0: none)
 
     def submit(self, spec: TrialSpec) -> None: ...
 
