@@ -17,6 +17,7 @@ an early boot never changes what a trial measures, at worst it saves nothing.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -66,8 +67,9 @@ class EarlyBoot:
 class GpuSetRecord:
     """What the solo boots on one GPU set showed: when a boot probes memory, how much is free, the KV budget."""
 
-    def __init__(self) -> None:
+    def __init__(self, lead_share: float = LEAD_SHARE) -> None:
         self._lock = threading.Lock()
+        self.lead_share = lead_share  # math.inf: boot as soon as the holder measures (tests the guard)
         self.probe_s: float | None = None  # process start to the memory probe, the shortest seen
         self.avail_gib: float | None = None  # free memory at the probe, the most seen
         self.kvcache_gib: float | None = None  # the KV pools' size, the most seen
@@ -85,8 +87,10 @@ class GpuSetRecord:
 
     def lead_s(self) -> float | None:
         """How long before the drain's end the next server may start (None: no solo boot seen yet)."""
+        if math.isinf(self.lead_share):
+            return math.inf
         with self._lock:
-            return None if self.probe_s is None else LEAD_SHARE * self.probe_s
+            return None if self.probe_s is None else self.lead_share * self.probe_s
 
     def probe_overlapped(self, avail_gib: float) -> str | None:
         with self._lock:
@@ -125,6 +129,11 @@ class DrainClock:
         started = self._in_flight.pop(index, None)
         if started is not None:
             self._durations.append(now - started)
+
+    @property
+    def measuring(self) -> bool:
+        """The holder's replay has begun (its server booted, warmed up)."""
+        return self._total is not None
 
     def eta_s(self, now: float) -> float | None:
         """Seconds left (None: not every request is sent yet, or too few finished to say)."""
@@ -186,6 +195,9 @@ class Handover:
             lead = self.record.lead_s()
             with self._lock:
                 eta = self._clock.eta_s(time.monotonic())
+                measuring = self._clock.measuring
+            if lead == math.inf and measuring:
+                return
             if lead is not None and eta is not None and eta <= lead:
                 return
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from autotune.hardware import detect_gpus
 from workers.futures import first_done
-from workers.handover import GpuSetRecord, Handover
+from workers.handover import LEAD_SHARE, GpuSetRecord, Handover
 from workers.process import ServerProcess
 from workers.trial import TrialResult, TrialSpec, run_trial
 
@@ -28,6 +28,7 @@ class LocalRunner:
 
     def __init__(
         self, parallel: int = 1, gpus_per_trial: int = 0, gpu_ids: list[str] | None = None, *, boot_ahead: bool = False,
+        lead_share: float = LEAD_SHARE,
     ) -> None:
         if gpus_per_trial:
             ids = list(gpu_ids or [])
@@ -45,7 +46,7 @@ class LocalRunner:
         self.lookahead = parallel if boot_ahead else 0
         self._free = list(range(parallel))  # indexes into _slots
         self._slots = slots
-        self._records = [GpuSetRecord() for _ in slots]
+        self._records = [GpuSetRecord(lead_share) for _ in slots]
         self._holding: dict[int, Handover] = {}  # slot -> the handover its measuring trial will release
         self._next: dict[int, Handover] = {}  # slot -> the handover of the trial booting ahead onto it
         self._lock = threading.Lock()

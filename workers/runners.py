@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
+from workers.handover import LEAD_SHARE
 from workers.local_runner import LocalRunner, local_gpu_ids
 from workers.ray_runner import RayRunner
 from workers.sim_fast import InProcessRunner
@@ -55,14 +56,16 @@ def choose_runner(requested: str, backend: str, ray_address: str | None, *, boot
 
 def open_runner(
     choice: RunnerChoice, backend: str, parallel: int, tp: int, ray_address: str | None, *, boot_ahead: bool = False,
+    lead_share: float = LEAD_SHARE,
 ) -> InProcessRunner | LocalRunner | RayRunner:
     """The runner `choice` names, with `parallel` slots of `tp` GPUs each (none for simulated servers)."""
     if choice.runner == "in-process":
         return InProcessRunner(parallel)
     if choice.runner == "local":
         if backend == "sglang":
-            return LocalRunner(parallel, gpus_per_trial=tp, gpu_ids=local_gpu_ids(), boot_ahead=boot_ahead)
-        return LocalRunner(parallel, boot_ahead=boot_ahead)  # simulated servers need no GPU
+            return LocalRunner(parallel, gpus_per_trial=tp, gpu_ids=local_gpu_ids(), boot_ahead=boot_ahead,
+                               lead_share=lead_share)
+        return LocalRunner(parallel, boot_ahead=boot_ahead, lead_share=lead_share)  # simulated servers need no GPU
     # Imported here, not above: Ray is optional (the offline GPU kit leaves it out), and only this
     # branch needs it.
     from workers.pool import WorkerPool, WorkerResources, connect

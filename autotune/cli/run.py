@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -47,6 +48,7 @@ from autotune.study.plan import (
     resolve_gpu,
 )
 from autotune.workloads import parse_workload_arg
+from workers.handover import LEAD_SHARE
 from workers.runners import choose_runner, open_runner
 
 DEFAULT_STORAGE = "sqlite:///autotune.db"
@@ -215,6 +217,11 @@ def run_command(
              "boot that saw the last server anyway is booted again. Saves up to the ~20 s before SGLang's memory "
              "probe per queued trial. This node only (local runner).",
     ),
+    boot_ahead_at_once: bool = typer.Option(
+        False, "--boot-ahead-at-once", hidden=True,
+        help="Experiment: with --boot-ahead, boot the next server as soon as the last one starts measuring, so its "
+             "memory probe sees that server: what the overlap guard must catch (docs/real-gpu/boot-ahead.md).",
+    ),
     try_ratios: Optional[str] = typer.Option(None, "--try", help="Ratios to measure first, e.g. 0.15,0.5 (a hand rule to check); --trials grows to hold them and SGLang's default."),
     early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Stop trials that are clearly lost (SWA-bound with a queue that does not drain). SGLang's default 0.8 always runs in full."),
     stop_when_known: bool = typer.Option(
@@ -283,6 +290,8 @@ def run_command(
     require_ratio_to_matter({}, tuple(ctx.args))  # before the backend books GPUs (build_plan checks again)
     choice = choose_backend(backend)
     out.print(choice.reason)
+    if boot_ahead_at_once and not boot_ahead:
+        fail("--boot-ahead-at-once is an experiment on --boot-ahead: add --boot-ahead")
     runner_choice = choose_runner(runner, choice.backend, ray_address, boot_ahead=boot_ahead)
     profile = resolve_gpu(choice.backend, gpu)
     if dummy_weights:
@@ -329,7 +338,8 @@ def run_command(
     if parallel is None:
         parallel = default_parallel(choice.backend)
     out.print(runner_choice.reason + (f", {parallel} trials at once" if parallel > 1 else ""))
-    trial_runner = open_runner(runner_choice, choice.backend, parallel, tp, ray_address, boot_ahead=boot_ahead)
+    trial_runner = open_runner(runner_choice, choice.backend, parallel, tp, ray_address, boot_ahead=boot_ahead,
+                               lead_share=math.inf if boot_ahead_at_once else LEAD_SHARE)
     # Installed after the runner, so that it replaces any handler Ray's core worker put in place
     # (whose SIGTERM answer is a C++ stack dump): SIGTERM now stops the tuner the way Ctrl-C does.
     in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
