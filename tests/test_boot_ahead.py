@@ -59,6 +59,20 @@ def test_the_drain_clock_waits_for_every_request_to_be_sent() -> None:
     assert clock.eta_s(20.0) == 0.0
 
 
+def test_the_last_replay_on_the_gpus_tells_the_drain_from_the_start() -> None:
+    clock = DrainClock()
+    assert clock.eta_s(0.0, prior_s=20.0) is None  # nothing sent: this replay has not begun
+    clock.sent(0, total=64, now=100.0)
+    assert clock.eta_s(105.0, prior_s=20.0) == pytest.approx(15.0)  # 20 s like the last one, 5 s in
+    for index in range(1, 63):
+        clock.sent(index, total=64, now=101.0)
+    for index in range(3):
+        clock.finished(index, now=110.0)  # 10, 9 and 9 s: a typical request takes 9 s
+    clock.sent(63, total=64, now=110.0)  # the last one out, at 110 s
+    assert clock.eta_s(110.0, prior_s=12.0) == pytest.approx(9.0)  # later than the last replay says: live wins
+    assert clock.eta_s(110.0, prior_s=30.0) == pytest.approx(20.0)  # earlier: the last replay's length holds
+
+
 def test_a_smaller_probe_or_budget_than_a_solo_boot_is_an_overlap() -> None:
     record = GpuSetRecord()
     record.learn_probe(21.0, 139.13)
@@ -92,7 +106,7 @@ def test_queued_trials_boot_while_the_last_replay_drains(tmp_path: Path) -> None
     for later, before in zip(results[1:], results):
         early = later.early_boot
         assert early is not None and not early.rebooted
-        assert early.started_before_free_s > 1.0  # the probe comes ~3.6 s into an 8 s boot: lead ~2.2 s
+        assert early.started_before_free_s > 1.0  # the probe comes ~7 s into an 8 s boot: lead ~4 s
         assert early.ready_after_free_s < later.boot_s - 1.0  # so the study saw less than the whole boot
         assert later.started_at < before.finished_at  # its server started before the last trial ended ...
         assert later.summary.completed == 48  # ... and it measured the whole replay after

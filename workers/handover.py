@@ -3,11 +3,13 @@
 A GPU set serves one trial's measurement at a time. Two servers cannot simply share it: SGLang sizes
 its KV pools from the memory free when its scheduler starts (the headroom it leaves is the free memory
 before the weights load x (1 - mem_fraction_static)), so a server that probes memory while another still
-holds the GPU gets a smaller budget and would measure another configuration. But the first part of a
-boot, process start to that probe (imports, the tokenizer, spawning the scheduler: ~20 s of a ~45 s warm
-boot of SGLang 0.5.17 on an H200), touches no GPU memory.
+holds the GPU gets a smaller budget and would measure another configuration. But most of a boot comes
+before that probe and holds no more than a CUDA context: process start, imports, spawning the scheduler
+(~42 s of a ~47 s warm boot of SGLang 0.5.17 on an H200, docs/real-gpu/boot-ahead.md); loading weights,
+allocating the pools and capturing graphs come after it.
 
-So the next server starts when the running replay's estimated time left falls under a lead shorter than
+So the next server starts when the running replay's estimated time left (from the last replay's duration on
+the set, a study replaying one workload, and from the requests still out) falls under a lead shorter than
 that first part (learned from the GPU set's own boots), and the early boot is checked against the set's
 solo boots: the memory free at its probe (`Load weight begin. avail mem=...`, watched while it boots, so a
 probe that saw the last server is stopped before it captures graphs) and the KV budget it allocated. A
@@ -73,11 +75,16 @@ class GpuSetRecord:
         self.probe_s: float | None = None  # process start to the memory probe, the shortest seen
         self.avail_gib: float | None = None  # free memory at the probe, the most seen
         self.kvcache_gib: float | None = None  # the KV pools' size, the most seen
+        self.replay_s: float | None = None  # the last replay's wall seconds here (a study replays one workload)
 
     def learn_probe(self, seconds: float, avail_gib: float) -> None:
         with self._lock:
             self.probe_s = seconds if self.probe_s is None else min(self.probe_s, seconds)
             self.avail_gib = avail_gib if self.avail_gib is None else max(self.avail_gib, avail_gib)
+
+    def learn_replay(self, seconds: float) -> None:
+        with self._lock:
+            self.replay_s = seconds
 
     def learn_budget(self, kvcache_gib: float | None) -> None:
         if kvcache_gib is None:
@@ -119,24 +126,39 @@ class DrainClock:
         self._durations: list[float] = []
         self._sent = 0
         self._total: int | None = None
+        self.started: float | None = None  # the first request out
+        self.ended: float | None = None  # the last one back
 
     def sent(self, index: int, total: int, now: float) -> None:
         self._in_flight[index] = now
         self._sent += 1
         self._total = total
+        if self.started is None:
+            self.started = now
 
     def finished(self, index: int, now: float) -> None:
         started = self._in_flight.pop(index, None)
         if started is not None:
             self._durations.append(now - started)
+        if self._total is not None and self._sent >= self._total and not self._in_flight:
+            self.ended = now
 
     @property
     def measuring(self) -> bool:
         """The holder's replay has begun (its server booted, warmed up)."""
         return self._total is not None
 
-    def eta_s(self, now: float) -> float | None:
-        """Seconds left (None: not every request is sent yet, or too few finished to say)."""
+    def eta_s(self, now: float, prior_s: float | None = None) -> float | None:
+        """Seconds left (None: not known yet). `prior_s`, the last replay's duration on these GPUs,
+        says it from the start; the live estimate, once there is one, can only push it later."""
+        live = self._live_eta_s(now)
+        if prior_s is None or self.started is None:
+            return live
+        by_prior = max(0.0, self.started + prior_s - now)
+        return by_prior if live is None else max(live, by_prior)
+
+    def _live_eta_s(self, now: float) -> float | None:
+        """From this replay alone: None until every request is sent and a few are back."""
         if self._total is None or self._sent < self._total:
             return None
         if not self._in_flight:
@@ -177,6 +199,8 @@ class Handover:
         """The holder's server is stopped: the GPU set is free."""
         with self._lock:
             self._freed_at = time.monotonic()
+            if self._clock.started is not None and self._clock.ended is not None:
+                self.record.learn_replay(self._clock.ended - self._clock.started)
         self._free.set()
 
     # -- the next trial --------------------------------------------------------------------------
@@ -194,7 +218,7 @@ class Handover:
         while not self._free.wait(poll_s):
             lead = self.record.lead_s()
             with self._lock:
-                eta = self._clock.eta_s(time.monotonic())
+                eta = self._clock.eta_s(time.monotonic(), self.record.replay_s)
                 measuring = self._clock.measuring
             if lead == math.inf and measuring:
                 return

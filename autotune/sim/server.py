@@ -70,7 +70,7 @@ from autotune.sim.scheduler import StepReport
 SIM_VERSION_SUFFIX = "-sim"  # /server_info's version: the emulated release, marked simulated
 IDLE_REFRESH_S = 1.0  # SGLang refreshes its gauges periodically while idle
 SHUTDOWN_TIMEOUT_S = 1.0
-PROBE_SHARE = 0.45  # of --boot-delay, before the memory probe line (real 0.5.17, warm, H200: ~20 of ~45 s)
+PROBE_SHARE = 0.85  # of --boot-delay, before the memory probe line (real 0.5.17, warm, H200: ~42 of ~47 s)
 MIN_SLEEP_S = 0.001  # wall seconds: the event loop's timer resolution
 MAX_LAG_S = 0.005  # wall seconds the engine loop may fall behind the clock and still catch up
 # http_server._execute_server_warmup with --skip-tokenizer-init: 3 prompt tokens, 8 new, not streamed.
@@ -496,7 +496,7 @@ class SimServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         # Weights loading, graphs capturing: a real boot takes minutes. SGLang 0.5.17 on an H200 probes
-        # the free memory about 45 % into a warm boot (process start to "Load weight begin").
+        # the free memory about 85-90 % into a warm boot (process start to "Load weight begin").
         for share, line in ((PROBE_SHARE, self.startup.probe_line), (1 - PROBE_SHARE, "")):
             if self.args.boot_delay:
                 try:

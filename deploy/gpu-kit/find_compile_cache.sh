@@ -11,6 +11,8 @@ set -uo pipefail
 kit=${1:?usage: find_compile_cache.sh KIT.tar.xz OUTDIR}
 out=${2:?usage: find_compile_cache.sh KIT.tar.xz OUTDIR}
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=kit-lib.sh
+. "$here/kit-lib.sh"
 mkdir -p "$out"
 marker=$(mktemp)
 sleep 1
@@ -18,10 +20,7 @@ DEADLINE_S=${DEADLINE_S:-220} bash "$here/footprint_run.sh" "$kit" "$out" --gpus
   -- --attention-backend triton --sampling-backend pytorch --disable-prefill-cuda-graph --cuda-graph-max-bs-decode 128
 {
   echo "== directories that gained files during the boot (size of what is new)"
-  for root in "$HOME" /tmp /var/tmp; do
-    find "$root" -xdev -type f -newer "$marker" -printf '%h %s\n' 2>/dev/null
-  done | awk '{split($1, p, "/"); key = "/" p[2] "/" p[3] "/" p[4] "/" p[5]; size[key] += $2; n[key]++}
-              END {for (k in size) printf "%10.1f MB %6d files  %s\n", size[k] / 1e6, n[k], k}' | sort -rn | head -30
+  list_new_files "$marker"
   echo "== ~/.nv"; du -sh "$HOME/.nv" 2>/dev/null; ls -la "$HOME/.nv/ComputeCache" 2>/dev/null | head -5
   echo "== env"; env | grep -i -E "cache|triton|cuda_" | sort
 } 2>&1 | tee "$out/compile-cache.txt"

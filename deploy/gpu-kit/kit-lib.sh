@@ -9,6 +9,8 @@
 #   use_run_triton_cache WORKDIR    -> TRITON_CACHE_DIR=WORKDIR/triton, restored from $TRITON_CACHE_TAR if set;
 #                                      returns 0 when it restored one
 #   pack_node_record OUTDIR WORKDIR -> the run's Triton cache (OUTDIR/triton-cache.tar.gz), nvidia-smi.txt, a listing
+#   list_new_files MARKER           -> the directories under $HOME, /tmp, /var/tmp that gained files since MARKER
+#                                      (what a boot compiled and cached), largest first
 
 unpack_kit() {
   local tar_file=$1 work=$2 stamp
@@ -60,4 +62,12 @@ pack_node_record() {
   fi
   nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
   ls -la "$out"
+}
+
+list_new_files() {
+  local marker=$1 root
+  for root in "$HOME" /tmp /var/tmp; do
+    find "$root" -xdev -type f -newer "$marker" -printf '%h %s\n' 2>/dev/null
+  done | awk '{split($1, p, "/"); key = "/" p[2] "/" p[3] "/" p[4] "/" p[5]; size[key] += $2; n[key]++}
+              END {for (k in size) printf "%10.1f MB %6d files  %s\n", size[k] / 1e6, n[k], k}' | sort -rn | head -30
 }

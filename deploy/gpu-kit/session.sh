@@ -12,7 +12,8 @@
 # OUTDIR gets: console.log (doctor's lines too), studies.tsv (name, exit code, start and end epoch seconds, wall s),
 # every NAME.db, logs.tar.gz (server logs, trimmed of model dirs), compile-caches.tar.gz when it is under
 # 15 MB (carry it back as CACHES_TAR= next time: a fresh node's first boot then skips the JIT builds),
-# nvidia-smi.txt.
+# nvidia-smi.txt. console.log ends with the directories that gained files during the session (what the
+# boots compiled or cached despite CACHES_TAR).
 #
 # Knobs (environment): MODEL (26B-A4B), MFS (0.48: an H100-80GB-sized KV budget on an H200), DEADLINE_S
 # (seconds from start by which everything, packing included, is done; default 560), RAY_KIT, CACHES_TAR,
@@ -39,6 +40,10 @@ elapsed() { echo $(( $(date +%s) - start )); }
 
 pack() {
   echo "== packing ($(elapsed) s)"
+  if [ -n "${new_files_since:-}" ]; then
+    echo "== directories that gained files since the caches were loaded (size of what is new)"
+    list_new_files "$new_files_since" | grep -v -e "$work/" -e "$out" || true
+  fi
   cp "$work"/*.db "$out/" 2>/dev/null
   [ -d "$work/logs" ] && tar -czf "$out/logs.tar.gz" -C "$work" --exclude='logs/*/models' logs
   if "$kit/node.sh" caches save "$work/compile-caches.tar.gz"; then
@@ -61,6 +66,7 @@ else
   export SWA_AUTOTUNE_RAY=0  # no Ray kit: doctor skips Ray, and the plan must use --runner local
 fi
 [ -n "${CACHES_TAR:-}" ] && load_caches "$CACHES_TAR"
+new_files_since=$(mktemp)  # what the studies' boots compile despite the caches loaded: listed when packing
 "$kit/node.sh" doctor  # its lines land in console.log
 echo "== $(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l) GPU(s), doctor done at $(elapsed) s"
 
