@@ -81,6 +81,8 @@ def test_a_smaller_probe_or_budget_than_a_solo_boot_is_an_overlap() -> None:
     assert record.probe_overlapped(138.6) is None  # a few hundred MB: a solo boot's own spread
     assert "the last server still held them" in record.probe_overlapped(70.2)
     assert record.budget_overlapped(15.04) is None
+    record.learn_replay("chat", 20.0)
+    assert record.replay_s("chat") == 20.0 and record.replay_s("long-context") is None  # per workload
     assert "where a solo boot on these GPUs got 15.041 GiB" in record.budget_overlapped(7.5)
 
 
@@ -115,7 +117,7 @@ def test_queued_trials_boot_while_the_last_replay_drains(tmp_path: Path) -> None
 def test_an_early_boot_that_saw_the_last_server_is_booted_again(tmp_path: Path) -> None:
     record = GpuSetRecord()
     record.learn_probe(3.0, 200.0)  # solo boots saw more free memory than this one will: it overlapped
-    handover = Handover(record)
+    handover = Handover(record, "chat")
     threading.Timer(6.0, handover.release).start()  # the last trial ends 6 s from now
     result = run_trial(_spec(tmp_path, "late", 0.6, boot_delay=2.0), gpu_set=record, handover=handover)
     assert result.ok, result.message

@@ -75,16 +75,21 @@ class GpuSetRecord:
         self.probe_s: float | None = None  # process start to the memory probe, the shortest seen
         self.avail_gib: float | None = None  # free memory at the probe, the most seen
         self.kvcache_gib: float | None = None  # the KV pools' size, the most seen
-        self.replay_s: float | None = None  # the last replay's wall seconds here (a study replays one workload)
+        self._replay_s: dict[str, float] = {}  # workload -> its last replay's wall seconds on this set
 
     def learn_probe(self, seconds: float, avail_gib: float) -> None:
         with self._lock:
             self.probe_s = seconds if self.probe_s is None else min(self.probe_s, seconds)
             self.avail_gib = avail_gib if self.avail_gib is None else max(self.avail_gib, avail_gib)
 
-    def learn_replay(self, seconds: float) -> None:
+    def learn_replay(self, workload: str, seconds: float) -> None:
         with self._lock:
-            self.replay_s = seconds
+            self._replay_s[workload] = seconds
+
+    def replay_s(self, workload: str) -> float | None:
+        """How long `workload` last took to replay here (a study replays one workload at every ratio)."""
+        with self._lock:
+            return self._replay_s.get(workload)
 
     def learn_budget(self, kvcache_gib: float | None) -> None:
         if kvcache_gib is None:
@@ -117,9 +122,9 @@ class GpuSetRecord:
 
 
 class DrainClock:
-    """When the replay will end, estimated once every request is sent: its last in-flight request's
-    send time plus a typical request's duration (the 75th percentile of those finished), all on this
-    process's wall clock (a simulated server's own clock runs faster)."""
+    """When the replay will end: from its start and the last replay of the same workload's length, and,
+    once every request is sent, from its last request out plus a typical request's duration (the 75th
+    percentile of those finished), all on this process's wall clock (a simulated server's runs faster)."""
 
     def __init__(self) -> None:
         self._in_flight: dict[int, float] = {}  # request index -> sent at
@@ -178,8 +183,9 @@ class Handover:
     `verify`).
     """
 
-    def __init__(self, record: GpuSetRecord) -> None:
+    def __init__(self, record: GpuSetRecord, workload: str) -> None:
         self.record = record
+        self.workload = workload  # what the holder replays
         self._clock = DrainClock()
         self._lock = threading.Lock()
         self._free = threading.Event()
@@ -200,7 +206,7 @@ class Handover:
         with self._lock:
             self._freed_at = time.monotonic()
             if self._clock.started is not None and self._clock.ended is not None:
-                self.record.learn_replay(self._clock.ended - self._clock.started)
+                self.record.learn_replay(self.workload, self._clock.ended - self._clock.started)
         self._free.set()
 
     # -- the next trial --------------------------------------------------------------------------
@@ -218,7 +224,7 @@ class Handover:
         while not self._free.wait(poll_s):
             lead = self.record.lead_s()
             with self._lock:
-                eta = self._clock.eta_s(time.monotonic(), self.record.replay_s)
+                eta = self._clock.eta_s(time.monotonic(), self.record.replay_s(self.workload))
                 measuring = self._clock.measuring
             if lead == math.inf and measuring:
                 return

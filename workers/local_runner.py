@@ -60,14 +60,14 @@ class LocalRunner:
         with self._lock:
             if self._free:
                 index, waits_for = self._free.pop(0), None
-                own = self._holding[index] = Handover(self._records[index])
+                own = self._holding[index] = Handover(self._records[index], spec.workload.name)
             else:
                 ahead = [i for i in self._holding if i not in self._next] if self.lookahead else []
                 if not ahead:
                     raise RuntimeError("LocalRunner: more trials submitted than --parallel (and boot-ahead) allow")
                 index = ahead[0]
                 waits_for = self._holding[index]
-                own = self._next[index] = Handover(self._records[index])
+                own = self._next[index] = Handover(self._records[index], spec.workload.name)
         self._running.add(self._pool.submit(self._run, spec, index, own, waits_for))
 
     def _run(self, spec: TrialSpec, index: int, own: Handover, waits_for: Handover | None) -> TrialResult:
