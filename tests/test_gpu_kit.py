@@ -374,6 +374,12 @@ def test_kit_holds_what_the_node_needs_and_nothing_trimmed(built_kit):
     assert not [n for n in names if "/__pycache__/" in n]
     assert not [n for n in names if n.startswith(("site/torch/", "site/ray/", "site/triton/"))]
     assert os.access(unpacked / "node.sh", os.X_OK)
+    with tarfile.open(tarball) as tar:  # FlashInfer's JIT sources carry one fixed time: carried caches stay current
+        times = {m.name: m.mtime for m in tar.getmembers()
+                 if m.isfile() and m.name.startswith("site/flashinfer/data/") and not m.name.endswith(".py")}
+        python_times = {m.mtime for m in tar.getmembers() if m.isfile() and m.name.endswith(".py")}
+    assert times and set(times.values()) == {1767225600}
+    assert python_times != {1767225600}  # .py files keep theirs (their .pyc files are checked by it)
 
     manifest = json.loads((unpacked / "manifest.json").read_text())
     assert (manifest["sglang"], manifest["torch_required"], manifest["python"], manifest["arch"]) == (

@@ -188,6 +188,14 @@ cp "$HERE/node.sh" "$KIT/node.sh"
 chmod 755 "$KIT/node.sh"
 [ -f "$REPO/docs/air-gapped.md" ] && cp "$REPO/docs/air-gapped.md" "$KIT/README.md"
 
+# FlashInfer builds its JIT modules with ninja from sources the kit ships (site/flashinfer/data/...), and ninja
+# rebuilds whatever looks older than its sources: a compile-cache file carried from a lease that ran an earlier
+# kit (node.sh caches) was rebuilt on the next machine because every kit build stamped those sources with its own
+# time (docs/real-gpu/boot-cost.md). Every non-Python file of the kit gets one fixed time instead, so a cache
+# built with any kit of the same FlashInfer is current. Python sources keep theirs: .pyc files are checked by it.
+KIT_DATA_EPOCH=1767225600  # 2026-01-01T00:00:00Z
+find "$KIT/site" -type f ! -name '*.py' -exec touch -h -d "@$KIT_DATA_EPOCH" {} +
+
 say "packing $TARBALL (xz ${XZ_OPT:--9e -T1})"
 TAR_OPTS=()
 if tar --version 2>/dev/null | head -1 | grep -q GNU; then
