@@ -225,6 +225,9 @@ def run_trial(
     early: EarlyBoot | None = None
     runs = LevelRuns()  # the load levels measured (a load search only); kept should the server fail
 
+    def solo_watch() -> SoloWatch | None:  # a boot with the GPUs to itself: what early boots are checked against
+        return SoloWatch(gpu_set) if gpu_set is not None else None
+
     def boot_server(watch: Callable[[str, float], None] | None) -> tuple[BootInfo, ServerMemory]:
         server.start()
         if progress is not None:
@@ -235,7 +238,7 @@ def run_trial(
 
     try:
         if handover is None:
-            boot, memory = boot_server(SoloWatch(gpu_set) if gpu_set is not None else None)
+            boot, memory = boot_server(solo_watch())
         else:
             handover.wait_to_boot()
             boot_started = time.monotonic()
@@ -258,7 +261,7 @@ def run_trial(
                 server = new_server()
                 base.update(command=tuple(server.argv), port=server.port)
                 boot_started = time.monotonic()
-                boot, memory = boot_server(SoloWatch(gpu_set) if gpu_set is not None else None)
+                boot, memory = boot_server(solo_watch())
             freed_at = handover.freed_at or boot_started
             early = EarlyBoot(
                 started_before_free_s=round(max(0.0, freed_at - boot_started), 2),
