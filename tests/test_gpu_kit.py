@@ -460,3 +460,48 @@ def test_session_runs_each_plan_line_as_its_own_timed_study(tmp_path):
                            env={**env, "DEADLINE_S": "60"}, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0
     assert "kit already unpacked" in again.stdout and again.stdout.count("== skipping") == 2
+
+
+def _project_stub(tmp_path, changed: bool):
+    """A kit stub that carries this checkout's autotune/ and workers/ (one file edited when `changed`)."""
+    stub = tmp_path / "stub"
+    for package in ("autotune", "workers"):
+        for source in (REPO / package).rglob("*.py"):
+            if "__pycache__" in source.parts:
+                continue
+            target = stub / "site" / source.relative_to(REPO)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    if changed:
+        (stub / "site/workers/trial.py").write_text("# an older build\n")
+    (stub / "node.sh").write_text('#!/bin/bash\necho "NODE $*" >> "$(dirname "$0")/calls.txt"\nexit 0\n')
+    (stub / "node.sh").chmod(0o755)
+    kit_tar = tmp_path / "kit.tar.xz"
+    subprocess.run(["tar", "-cJf", str(kit_tar), "-C", str(stub), "."], check=True)
+    return kit_tar
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_session_refuses_a_kit_whose_code_is_not_this_checkout(tmp_path, changed):
+    """The kit carries its own copy of the project: a kit built before a change would run the old code, and an
+    option added since would reach SGLang as an unknown flag. session.sh says so and stops, before any study."""
+    kit_tar = _project_stub(tmp_path, changed)
+    plan = tmp_path / "plan.txt"
+    plan.write_text("one --trials 1\n")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/bin/bash\necho 'NVIDIA H200'\n")
+    (tmp_path / "bin" / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "WORK": str(tmp_path / "work"), "DEADLINE_S": "300", "PATH": f"{tmp_path}/bin:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", str(KIT_SRC / "session.sh"), str(kit_tar), str(tmp_path / "out"), str(plan)],
+                         env=env, capture_output=True, text=True, timeout=60)
+    calls = tmp_path / "work" / "kit" / "calls.txt"
+    if not changed:
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "NODE autotune run" in calls.read_text()
+        return
+    assert run.returncode == 1
+    assert "are not this checkout's (1 file(s) differ)" in run.stdout and "deploy/gpu-kit/build.sh" in run.stdout
+    assert not calls.exists()  # nothing ran
+    anyway = subprocess.run(["bash", str(KIT_SRC / "session.sh"), str(kit_tar), str(tmp_path / "out2"), str(plan)],
+                            env={**env, "KIT_MISMATCH_OK": "1"}, capture_output=True, text=True, timeout=60)
+    assert anyway.returncode == 0 and "NODE autotune run" in calls.read_text()

@@ -9,6 +9,8 @@
 #   use_run_triton_cache WORKDIR    -> TRITON_CACHE_DIR=WORKDIR/triton, restored from $TRITON_CACHE_TAR if set;
 #                                      returns 0 when it restored one
 #   pack_node_record OUTDIR WORKDIR -> the run's Triton cache (OUTDIR/triton-cache.tar.gz), nvidia-smi.txt, a listing
+#   check_kit_is_checkout REPO      -> fails, naming the fix, when the kit's copy of this project's code is not
+#                                      the checkout's (KIT_MISMATCH_OK=1: run the kit's own anyway)
 #   list_new_files MARKER           -> the directories under $HOME, /tmp, /var/tmp that gained files since MARKER
 #                                      (what a boot compiled and cached), largest first
 
@@ -70,4 +72,17 @@ list_new_files() {
     find "$root" -xdev -type f -newer "$marker" -printf '%h %s\n' 2>/dev/null
   done | awk '{split($1, p, "/"); key = "/" p[2] "/" p[3] "/" p[4] "/" p[5]; size[key] += $2; n[key]++}
               END {for (k in size) printf "%10.1f MB %6d files  %s\n", size[k] / 1e6, n[k], k}' | sort -rn | head -30
+}
+
+# The kit carries its own copy of autotune/ and workers/: a kit built before a change runs the old code, and an
+# `autotune run` option added since reaches SGLang as an unknown flag (SGLang refuses it; each trial fails).
+check_kit_is_checkout() {
+  local repo=$1 sums
+  [ -d "$kit/site/autotune" ] || return 0  # not a kit that carries the project (a test's stub)
+  sums() { (cd "$1" && find autotune workers -name '*.py' | sort | xargs md5sum) 2>/dev/null; }
+  if [ "$(sums "$kit/site")" != "$(sums "$repo")" ]; then
+    echo "== the kit's autotune/ and workers/ are not this checkout's ($(diff <(sums "$kit/site") <(sums "$repo") | grep -c '^>') file(s) differ):"
+    echo "   rebuild it (deploy/gpu-kit/build.sh) so the studies run this code, or set KIT_MISMATCH_OK=1 to run the kit's"
+    [ -n "${KIT_MISMATCH_OK:-}" ] || return 1
+  fi
 }

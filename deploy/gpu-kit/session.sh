@@ -59,6 +59,7 @@ pack() {
 }
 
 unpack_kit "$kit_tar" "$work"
+check_kit_is_checkout "$repo" || exit 1
 trap pack EXIT
 if [ -n "${RAY_KIT:-}" ]; then
   unpack_ray_kit "$RAY_KIT"

@@ -49,6 +49,7 @@ trap pack EXIT
 # shellcheck source=kit-lib.sh
 . "$here/kit-lib.sh"
 unpack_kit "$kit_tar" "$work"
+check_kit_is_checkout "$repo" || exit 1
 echo "ready in $(elapsed) s"
 if [ -n "${RAY_KIT:-}" ]; then
   unpack_ray_kit "$RAY_KIT"
