@@ -18,7 +18,8 @@
 # Knobs (environment): MODEL (26B-A4B), MFS (0.48: an H100-80GB-sized KV budget on an H200), DEADLINE_S
 # (seconds from start by which everything, packing included, is done; default 560), RAY_KIT, CACHES_TAR,
 # KEEP_CACHES (a path on the node to save the caches to at the end, for a later call on the same warm
-# machine), WORK (/tmp/swa-session). A study still running at the deadline is stopped by SIGINT: its
+# machine), WORK (/tmp/swa-session), KIT_MISMATCH_OK=1 (run a kit whose autotune/ and workers/ are not this
+# checkout's; without it the session stops at once and says to rebuild the kit). A study still running at the deadline is stopped by SIGINT: its
 # finished trials are saved and the same PLAN line resumes it.
 set -uo pipefail
 
