@@ -145,6 +145,7 @@ def test_a_study_boots_its_queued_candidates_ahead(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=REPO, timeout=600,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+    assert "started: its server boots while the running trial's replay drains" in run.stdout
     assert "before the last trial freed its GPUs" in run.stdout  # each trial's line says what its boot cost
     study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
     early = [t.user_attrs[ATTR_RESULT].get("early_boot") for t in study.get_trials() if ATTR_RESULT in t.user_attrs]

@@ -364,7 +364,8 @@ def run_command(
                     elif kind == "started":
                         ratio = data["params"].get(RATIO)
                         why = f" ({data['why']})" if data.get("why") else ""
-                        progress.console.print(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f}{why} started", style="dim")
+                        ahead = ": its server boots while the running trial's replay drains" if data.get("ahead") else ""
+                        progress.console.print(escape(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f}{why} started{ahead}"), style="dim")
                     elif kind == "finished":
                         remember_server_memory(store, plan, data["trial"], data["result"])
                         ratio = data["params"].get(RATIO)

@@ -373,9 +373,11 @@ def run_study(
                 trial.set_user_attr(ATTR_OWNER, _owner())
                 heartbeat.add(trial._trial_id)
                 spec = _trial_spec(plan, trial, trial.params)
+                ahead = len(in_flight) >= runner.capacity  # its server boots while a running trial drains
                 in_flight[spec.trial_id] = trial
                 runner.submit(spec)
-                on_event("started", {"trial": trial.number, "params": trial.params, "why": trial.user_attrs.get(ATTR_ENQUEUED_AS)})
+                on_event("started", {"trial": trial.number, "params": trial.params, "why": trial.user_attrs.get(ATTR_ENQUEUED_AS),
+                                     "ahead": ahead})
             if not in_flight:
                 break
             result = runner.wait_one(timeout_s=1.0)
