@@ -144,3 +144,24 @@ def test_unified_memory_crashes_are_read_as_crashes_with_the_servers_words(bench
     assert [p.status for p in static] == ["ok", "ok", "ok"]
     table = bench.unified_report(unified)
     assert "| 8192/64@16 | **unified** | crashed | 0/32 |" in table
+
+
+def test_the_grid_takes_per_phase_waves_and_reads_labelled_gpu_seconds(bench):
+    grid = bench.grid_module()
+    phases = grid.parse_phases("1024/1@8x6,4096/128@32")
+    assert [(p.prompt, p.output, p.concurrency, p.waves) for p in phases] == [(1024, 1, 8, 6), (4096, 128, 32, None)]
+    assert phases[0].name == "p1024-o1-c8-w6" and phases[1].name == "p4096-o128-c32"  # old names unchanged
+    page = (
+        "# HELP sglang:forward_execution_seconds_total GPU busy.\n"
+        "# TYPE sglang:forward_execution_seconds_total counter\n"
+        'sglang:forward_execution_seconds_total{category="extend",model_name="m"} 1.5\n'
+        'sglang:forward_execution_seconds_total{category="decode",model_name="m"} 0.25\n'
+    )
+    assert grid.labelled_totals(page, grid.FORWARD_SECONDS, "category") == {"extend": 1.5, "decode": 0.25}
+
+
+def test_the_grid_refuses_a_server_env_without_a_value(bench, tmp_path, capsys):
+    grid = bench.grid_module()
+    with pytest.raises(SystemExit) as stop:
+        grid.main(["--out", str(tmp_path), "--backend", "sim", "--server-env", "NOVALUE"])
+    assert stop.value.code == 2 and "NAME=VALUE" in capsys.readouterr().err

@@ -119,19 +119,52 @@ class Phase:
     prompt: int
     output: int
     concurrency: int
+    waves: int | None = None  # requests = waves x concurrency; None: the run's --waves
 
     @property
     def name(self) -> str:
-        return f"p{self.prompt}-o{self.output}-c{self.concurrency}"
+        suffix = "" if self.waves is None else f"-w{self.waves}"
+        return f"p{self.prompt}-o{self.output}-c{self.concurrency}{suffix}"
 
 
 def parse_phases(text: str) -> list[Phase]:
+    """`P/O@C` items, comma-separated; `P/O@CxW` gives that phase its own number of waves."""
     phases = []
     for item in text.split(","):
-        lengths, _, conc = item.strip().partition("@")
+        lengths, _, rest = item.strip().partition("@")
         prompt, _, output = lengths.partition("/")
-        phases.append(Phase(int(prompt), int(output), int(conc)))
+        conc, _, waves = rest.partition("x")
+        phases.append(Phase(int(prompt), int(output), int(conc), int(waves) if waves else None))
     return phases
+
+
+# Per request, as the client saw it (seconds from the phase's first send): first-token times group a
+# prefill batch's requests, so their differences time each prefill to the millisecond.
+REQUEST_COLS = ["index", "start_s", "ttft_s", "e2e_s", "output_len", "ok"]
+
+
+def request_rows(outcomes: Any) -> list[list[Any]]:
+    def r(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
+    return [[o.index, r(o.start_s), r(o.ttft_s), r(o.e2e_s), o.output_len, o.success] for o in outcomes]
+
+
+def labelled_totals(text: str, family: str, label: str) -> dict[str, float]:
+    """One labelled counter of a /metrics page, by that label (e.g. GPU seconds by forward category)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == family:
+                key = sample.labels.get(label, "")
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+# SGLANG_ENABLE_METRICS_DEVICE_TIMER=1 makes SGLang count the GPU's busy seconds per forward category.
+FORWARD_SECONDS = "sglang:forward_execution_seconds_total"
 
 
 def _seconds_of_day(line: str) -> int | None:
@@ -219,7 +252,8 @@ class Run:
         if item.ratio is not None:
             flags["swa-full-tokens-ratio"] = item.ratio
         extra = (*self.extra, *(("--enable-unified-memory",) if item.unified else ()))
-        env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}
+        env = {**dict(item.split("=", 1) for item in self.args.server_env or ()),
+               **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})}
         if self.args.backend == "sim":
             return ServerSpec(backend="sim", model_path=self.model_dir, flags=flags, extra_args=extra,
                               sim_flags={"gpu": self.args.sim_gpu, "time-scale": self.args.sim_time_scale,
@@ -286,6 +320,17 @@ async def settle(base: str, timeout_s: float) -> dict[str, Any]:
     return out
 
 
+async def _forward_seconds(base: str) -> dict[str, float]:
+    """GPU busy seconds so far by forward category ({} when the server does not count them)."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            async with session.get(f"{base}/metrics") as response:
+                text = await response.text() if response.status == 200 else ""
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return {}
+    return labelled_totals(text, FORWARD_SECONDS, "category")
+
+
 async def warm_up(base: str, vocab: int) -> None:
     """A few requests before the first phase (not measured): loads/compiles kernels for long prefills."""
     workload = random_ids_workload("warmup", num_prompts=8, input_len=2048, output_len=32, range_ratio=1.0,
@@ -310,24 +355,27 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     record: dict[str, Any] = {
         "kind": "phase", "ratio": boot["ratio"], "unified": boot["unified"], "gpu": boot["gpu"], "boot_id": boot["boot_id"], "index": index,
         "phase": phase.name, "prompt": phase.prompt, "output": phase.output, "concurrency": phase.concurrency,
-        "requests": args.waves * phase.concurrency,
+        "requests": (phase.waves or args.waves) * phase.concurrency,
     }
     record["settle"] = await settle(base, args.settle_timeout_s)
     await asyncio.sleep(args.gap_s)
     cap = min(args.phase_cap_s, run.left() - args.pack_margin_s)
     record["cap_s"] = round(cap, 1)
     workload = random_ids_workload(
-        phase.name, num_prompts=args.waves * phase.concurrency, input_len=phase.prompt, output_len=phase.output,
+        phase.name, num_prompts=record["requests"], input_len=phase.prompt, output_len=phase.output,
         range_ratio=1.0, seed=1000 + index, arrival=MaxConcurrency(phase.concurrency), warmup=0,
     )
     scraper = RawScraper(base, args.scrape_s)
     log_from = server.log_path.stat().st_size if server.log_path.exists() else 0
     started: list[float] = []
 
+    forward_before: dict[str, float] = {}
+
     async def on_start(t: float) -> None:
         started.append(t)
         record["wall_start"] = time.time()
         await scraper.start(t)
+        forward_before.update(await _forward_seconds(base))
 
     def should_stop(_done: int) -> bool:
         return bool(started) and (time.monotonic() - started[0] > cap or run.stop.is_set())
@@ -344,6 +392,9 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     finally:
         await scraper.stop(final_scrape=server.alive)
     elapsed = time.monotonic() - started[0] if started else 0.0
+    if forward_before and server.alive:
+        after = await _forward_seconds(base)
+        record["forward_s"] = {k: round(v - forward_before.get(k, 0.0), 4) for k, v in after.items()}
     ok = [o for o in outcomes if o.success]
     if status == "ok" and len(ok) < len(outcomes):
         # Requests can fail faster than the watchdog looks (a server that died while idle): ask the process.
@@ -367,6 +418,8 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     record["output_tok_s"] = round(out_tokens / span, 2) if span else None
     if ok:
         record["summary"] = _round_summary(summarize(tuple(ok), duration or elapsed))
+    record["request_cols"] = REQUEST_COLS
+    record["request_rows"] = request_rows(outcomes)
     record["series_cols"] = ["t", *SERIES]
     record["series"] = scraper.rows
     record["scrape_errors"] = scraper.errors
@@ -485,7 +538,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="this GPU's own queue, before the shared one: R, u (unified memory, SGLang's default "
                              "ratio) or uR (unified memory, ratio R), comma-separated; repeatable")
     parser.add_argument("--gpu-phases", action="append", metavar="GPU=PHASES", help="this GPU's own phases; repeatable")
-    parser.add_argument("--waves", type=int, default=2, help="requests per phase = waves x concurrency")
+    parser.add_argument("--waves", type=int, default=2, help="requests per phase = waves x concurrency (P/O@CxW: W)")
+    parser.add_argument("--server-env", action="append", metavar="NAME=VALUE",
+                        help="set in every server's environment; repeatable (e.g. SGLANG_ENABLE_METRICS_DEVICE_TIMER=1)")
     parser.add_argument("--gpus", default="0", help="comma list of CUDA device ids, one server each; 'none': no env")
     parser.add_argument("--model", default="26B-A4B")
     parser.add_argument("--mem-fraction-static", type=float, default=0.48)
@@ -508,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and extra[0] == "--":
         extra = extra[1:]
+    for item in args.server_env or ():
+        if "=" not in item or not item.split("=", 1)[0]:
+            parser.error(f"--server-env {item!r}: give NAME=VALUE, e.g. SGLANG_ENABLE_METRICS_DEVICE_TIMER=1")
     t0 = time.monotonic()
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -528,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
                         "phases": [p.name for p in run.phases], "waves": args.waves, "gpus": args.gpus,
                         "gpu_ratios": args.gpu_ratios, "gpu_phases": {g: [p.name for p in ps] for g, ps in gpu_phases.items()},
                         "backend": args.backend, "mem_fraction_static": args.mem_fraction_static,
-                        "extra_args": extra, "deadline_s": args.deadline_s, "phase_cap_s": args.phase_cap_s})
+                        "extra_args": extra, "server_env": args.server_env, "deadline_s": args.deadline_s, "phase_cap_s": args.phase_cap_s})
 
     def on_signal(signum: int, _frame: Any) -> None:
         say(f"signal {signum}: stopping after the current phase")
