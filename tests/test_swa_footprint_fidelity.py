@@ -165,3 +165,15 @@ def test_the_grid_refuses_a_server_env_without_a_value(bench, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         grid.main(["--out", str(tmp_path), "--backend", "sim", "--server-env", "NOVALUE"])
     assert stop.value.code == 2 and "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_the_grid_counts_the_kernels_in_the_triton_cache(bench, tmp_path, monkeypatch):
+    grid = bench.grid_module()
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    assert grid.compiled_kernels() is None
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    for key in ("A", "B"):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "fused_moe_kernel.cubin").write_bytes(b"")
+        (tmp_path / key / "fused_moe_kernel.json").write_text("{}")
+    assert grid.compiled_kernels() == 2

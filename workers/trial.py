@@ -19,6 +19,7 @@ from autotune.workloads import Workload
 from workers.failures import FailureKind, TrialFailure
 from workers.load_replay import LevelRuns, run_levels
 from workers.load_search import LoadSearchResult, LoadSearchSpec, paced_for_server
+from workers.kernel_warmup import prefill_token_counts, warm_prefill_kernels
 from workers.handover import BootOverlapped, EarlyBoot, GpuSetRecord, Handover, SoloWatch
 from workers.process import BootInfo, ServerProcess
 from workers.early_stop import EarlyStop
@@ -47,6 +48,15 @@ class TrialSpec:
     # Capacity at an SLO: replay the workload at several load levels on this one boot
     # (workers/load_search.py); the time budget applies to each level.
     load_search: LoadSearchSpec | None = None
+    # Prefill token counts sent one at a time before measuring, so that the replay does not time
+    # SGLang's first-use kernel compiles (workers/kernel_warmup.py). None: the standard set on a real
+    # server, none on the simulated one (it compiles nothing); () turns it off.
+    prefill_warmup: tuple[int, ...] | None = None
+
+    def warmup_counts(self) -> tuple[int, ...]:
+        if self.prefill_warmup is not None:
+            return self.prefill_warmup
+        return () if self.server.simulated else prefill_token_counts()
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,7 @@ class TrialResult:
     server_memory: ServerMemory | None = None  # the pools and budget as the server states them
     load_search: LoadSearchResult | None = None  # every load level measured (summary: the best passing one)
     early_boot: EarlyBoot | None = None  # booted while the last trial on its GPUs drained (--boot-ahead)
+    warmup_s: float | None = None  # the prefill warm-up before measuring (None: none was sent)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -270,6 +281,7 @@ def run_trial(
             )
         if gpu_set is not None and (early is None or early.rebooted):
             gpu_set.learn_budget(memory.kvcache_gib)  # a solo boot's budget: what early ones must match
+        base["warmup_s"] = _warm_up(spec, server, progress)
         if spec.load_search is not None:
             scraper = Scraper(server.base_url, spec.scrape_interval_s)
             asyncio.run(run_levels(
@@ -327,6 +339,18 @@ def run_trial(
         client_counts=counts, stopped_early=replayed.stopped_early or overran, server_memory=memory,
         early_boot=early, **base,
     )
+
+
+def _warm_up(spec: TrialSpec, server: ServerProcess, progress: Progress | None) -> float | None:
+    """The prefill warm-up on the booted server (the GPUs are this trial's by now); its seconds."""
+    counts = spec.warmup_counts()
+    if not counts:
+        return None
+    if progress is not None:
+        progress("warm-up", 0, len(spec.workload.requests))
+    report = asyncio.run(warm_prefill_kernels(server.base_url, counts, hang_timeout_s=spec.hang_timeout_s,
+                                              server_alive=lambda: server.alive))
+    return report.seconds
 
 
 def _died_of(server: ServerProcess, fallback: str) -> str:

@@ -371,7 +371,8 @@ def run_command(
                         ratio = data["params"].get(RATIO)
                         result = data["result"]
                         early = f" ({result.early_boot.describe(result.boot_s)})" if result.early_boot else ""
-                        progress.console.print(escape(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f} -> {data['what']}{early}"), style="dim")
+                        warm = f" (prefill warm-up {result.warmup_s:.1f} s)" if result.warmup_s is not None else ""
+                        progress.console.print(escape(f"  {plan.workload.name} trial {data['trial']}: ratio {ratio:.3f} -> {data['what']}{early}{warm}"), style="dim")
 
                 hooks = [study_event_hook(metrics, plan, capacity=trial_runner.capacity),
                          discovery.discovery_event_hook(discovery.REGISTRY, plan)] if metrics else []

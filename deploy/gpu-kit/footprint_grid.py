@@ -59,6 +59,7 @@ from autotune.models import load_model  # noqa: E402
 from autotune.models.dummy import DUMMY_LOAD_FLAGS, write_dummy_model  # noqa: E402
 from autotune.workloads import MaxConcurrency, random_ids_workload  # noqa: E402
 from workers.failures import TrialFailure  # noqa: E402
+from workers.kernel_warmup import prefill_token_counts, warm_prefill_kernels  # noqa: E402
 from workers.process import ServerProcess  # noqa: E402
 from workers.replay import ReplayConfig, replay  # noqa: E402
 from workers.scrape import Scraper, parse_metrics  # noqa: E402
@@ -161,6 +162,15 @@ def labelled_totals(text: str, family: str, label: str) -> dict[str, float]:
                 key = sample.labels.get(label, "")
                 out[key] = out.get(key, 0.0) + sample.value
     return out
+
+
+def compiled_kernels() -> int | None:
+    """Kernels in the node's Triton cache so far (TRITON_CACHE_DIR; None if unset): a phase that
+    grows it compiled during the phase, and its timings include those compiles."""
+    cache = os.environ.get("TRITON_CACHE_DIR")
+    if not cache or not os.path.isdir(cache):
+        return None
+    return sum(1 for _root, _dirs, files in os.walk(cache) for f in files if f.endswith(".cubin"))
 
 
 # SGLANG_ENABLE_METRICS_DEVICE_TIMER=1 makes SGLang count the GPU's busy seconds per forward category.
@@ -331,11 +341,21 @@ async def _forward_seconds(base: str) -> dict[str, float]:
     return labelled_totals(text, FORWARD_SECONDS, "category")
 
 
-async def warm_up(base: str, vocab: int) -> None:
-    """A few requests before the first phase (not measured): loads/compiles kernels for long prefills."""
+async def warm_up(base: str, vocab: int, prefill_warmup: bool = False) -> dict[str, Any]:
+    """A few requests before the first phase (not measured): loads/compiles kernels for long prefills;
+    with `prefill_warmup`, also the trials' prefill warm-up (workers/kernel_warmup.py)."""
     workload = random_ids_workload("warmup", num_prompts=8, input_len=2048, output_len=32, range_ratio=1.0,
                                    seed=999, arrival=MaxConcurrency(8), warmup=0)
+    before = compiled_kernels()
     await replay(workload, ReplayConfig(base_url=base, hang_timeout_s=60, vocab_size=vocab))
+    out: dict[str, Any] = {"kind": "warm_up", "prefill_warmup": prefill_warmup}
+    if prefill_warmup:
+        report = await warm_prefill_kernels(base, prefill_token_counts(), hang_timeout_s=60, vocab_size=vocab)
+        out.update(requests=report.requests, failed=report.failed, seconds=report.seconds, flushed=report.flushed)
+    after = compiled_kernels()
+    if before is not None and after is not None:
+        out["kernels_compiled"] = after - before
+    return out
 
 
 def _round_summary(summary: Any) -> dict[str, Any]:
@@ -370,6 +390,7 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     started: list[float] = []
 
     forward_before: dict[str, float] = {}
+    kernels_before = compiled_kernels()
 
     async def on_start(t: float) -> None:
         started.append(t)
@@ -392,6 +413,9 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     finally:
         await scraper.stop(final_scrape=server.alive)
     elapsed = time.monotonic() - started[0] if started else 0.0
+    kernels_after = compiled_kernels()
+    if kernels_before is not None and kernels_after is not None:
+        record["kernels_compiled"] = kernels_after - kernels_before
     if forward_before and server.alive:
         after = await _forward_seconds(base)
         record["forward_s"] = {k: round(v - forward_before.get(k, 0.0), 4) for k, v in after.items()}
@@ -470,7 +494,8 @@ def serve_ratio(run: Run, item: Item, gpu: str | None) -> None:
 
         async def phases() -> None:
             try:
-                await warm_up(server.base_url, args.vocab)
+                warmed = await warm_up(server.base_url, args.vocab, args.prefill_warmup)
+                run.recorder.write({**warmed, "ratio": item.ratio, "gpu": gpu, "boot_id": boot["boot_id"]})
             except TrialFailure as failure:
                 say(f"gpu {gpu}: warm-up failed: {failure.message}")
             for index, phase in enumerate(run.phases_for(gpu)):
@@ -539,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
                              "ratio) or uR (unified memory, ratio R), comma-separated; repeatable")
     parser.add_argument("--gpu-phases", action="append", metavar="GPU=PHASES", help="this GPU's own phases; repeatable")
     parser.add_argument("--waves", type=int, default=2, help="requests per phase = waves x concurrency (P/O@CxW: W)")
+    parser.add_argument("--prefill-warmup", action="store_true",
+                        help="after the boot's warm-up, send the trials' prefill warm-up (workers/kernel_warmup.py)")
     parser.add_argument("--server-env", action="append", metavar="NAME=VALUE",
                         help="set in every server's environment; repeatable (e.g. SGLANG_ENABLE_METRICS_DEVICE_TIMER=1)")
     parser.add_argument("--gpus", default="0", help="comma list of CUDA device ids, one server each; 'none': no env")
