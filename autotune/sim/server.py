@@ -151,6 +151,8 @@ class SimServer:
             web.get("/v1/models", self.models),
             web.get("/flush_cache", self.flush_cache),
             web.post("/flush_cache", self.flush_cache),
+            web.get("/freeze_gc", self.freeze_gc),
+            web.post("/freeze_gc", self.freeze_gc),
         ]
         if self.metrics is not None:
             routes.append(web.get("/metrics", self.metrics_page))
@@ -390,6 +392,12 @@ class SimServer:
             "max_model_len": self.startup.context_len,
         }
         return web.json_response({"object": "list", "data": [card]})
+
+    async def freeze_gc(self, request: web.Request) -> web.Response:
+        """SGLang's /freeze_gc (gc.freeze in every server process): the simulated server has no GC
+        pauses to model, so it only says so, as SGLang's logs do."""
+        logger.info("Freezing GC in the simulated server (nothing to do).")
+        return web.Response(status=200)
 
     async def flush_cache(self, request: web.Request) -> web.Response:
         """Empties the radix cache (evictable -> free), only when nothing runs or waits (SGLang)."""

@@ -341,6 +341,16 @@ async def _forward_seconds(base: str) -> dict[str, float]:
     return labelled_totals(text, FORWARD_SECONDS, "category")
 
 
+async def freeze_gc(base: str) -> bool:
+    """SGLang's /freeze_gc: every server process moves what it holds now out of the GC's sight."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.post(f"{base}/freeze_gc") as response:
+                return response.status == 200
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return False
+
+
 async def warm_up(base: str, vocab: int, prefill_warmup: bool = False) -> dict[str, Any]:
     """A few requests before the first phase (not measured): loads/compiles kernels for long prefills;
     with `prefill_warmup`, also the trials' prefill warm-up (workers/kernel_warmup.py)."""
@@ -495,6 +505,8 @@ def serve_ratio(run: Run, item: Item, gpu: str | None) -> None:
         async def phases() -> None:
             try:
                 warmed = await warm_up(server.base_url, args.vocab, args.prefill_warmup)
+                if args.freeze_gc:
+                    warmed["gc_frozen"] = await freeze_gc(server.base_url)
                 run.recorder.write({**warmed, "ratio": item.ratio, "gpu": gpu, "boot_id": boot["boot_id"]})
             except TrialFailure as failure:
                 say(f"gpu {gpu}: warm-up failed: {failure.message}")
@@ -566,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waves", type=int, default=2, help="requests per phase = waves x concurrency (P/O@CxW: W)")
     parser.add_argument("--prefill-warmup", action="store_true",
                         help="after the boot's warm-up, send the trials' prefill warm-up (workers/kernel_warmup.py)")
+    parser.add_argument("--freeze-gc", action="store_true", help="after the warm-up, POST /freeze_gc to the server")
     parser.add_argument("--server-env", action="append", metavar="NAME=VALUE",
                         help="set in every server's environment; repeatable (e.g. SGLANG_ENABLE_METRICS_DEVICE_TIMER=1)")
     parser.add_argument("--gpus", default="0", help="comma list of CUDA device ids, one server each; 'none': no env")
