@@ -50,3 +50,27 @@ def test_the_warm_up_runs_before_the_measured_replay_and_is_not_counted(tmp_path
     # The scraper's baseline is taken after the warm-up: the counters grew by the measured run alone.
     assert result.server_counters["sglang:prompt_tokens_total"] == result.client_counts["prompt_tokens"]
     assert result.server_counters["sglang:num_requests_total"] == result.client_counts["requests"]
+
+
+def test_the_study_warms_real_trials_unless_told_not_to() -> None:
+    import optuna
+
+    from autotune.study.controller import _trial_spec
+    from test_boot_speedups import plan_for
+
+    def spec(**kwargs):
+        plan = plan_for("sglang", **kwargs)
+        trial = optuna.create_study(directions=plan.objective.directions).ask(plan.space.distributions(plan.feasible_low()))
+        return _trial_spec(plan, trial, {"swa_full_tokens_ratio": 0.5})
+
+    assert spec().warmup_counts() == prefill_token_counts() and spec().freeze_gc
+    assert spec(warm_up=False).warmup_counts() == ()
+
+
+def test_the_simulated_server_answers_freeze_gc_as_sglang_does(tmp_path: Path) -> None:
+    spec = trial(tmp_path, sim_spec(0.8), prefill_warmup=(1, 2))
+    result = run_trial(spec)
+    assert result.ok and result.warmup_s is not None
+    assert "Freezing GC" in Path(result.log_path).read_text()
+    without = run_trial(trial(tmp_path / "b", sim_spec(0.8), prefill_warmup=(1, 2), freeze_gc=False))
+    assert "Freezing GC" not in Path(without.log_path).read_text()

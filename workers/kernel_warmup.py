@@ -13,7 +13,8 @@ first measurement such compiles inflate: a bias, not noise.
 Before the measured replay the trial sends one prompt per token count below, one at a time (each
 is a prefill batch of exactly that many tokens) with a single output token, then flushes the radix
 cache, so the measured run starts as clean as without the warm-up. With the node's compile caches
-warm this costs a few seconds; on a cold node it moves the compiles out of the measurement.
+warm this costs a few seconds; on a cold node it moves the compiles out of the measurement. The
+trial then calls SGLang's /freeze_gc (`freeze_gc` below).
 """
 
 from __future__ import annotations
@@ -68,6 +69,20 @@ async def warm_prefill_kernels(
     flushed = await flush_cache(base_url)
     return WarmupReport(len(result.outcomes), sum(not o.success for o in result.outcomes),
                         round(time.monotonic() - started, 2), flushed)
+
+
+async def freeze_gc(base_url: str) -> bool:
+    """SGLang's /freeze_gc: each server process moves the objects it holds now out of the GC's sight
+    (gc.freeze), so later collections do not scan them. SGLang's own long-GC warning advises it after
+    warm-up. Measured (0.5.17, H200): a generation-2 collection over ~800k boot-time objects took
+    0.4 s in the scheduler; with the GC frozen a retraction storm ran 10-13 % faster, first pass and
+    second alike. False when the server refuses (an older SGLang without the endpoint)."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.post(f"{base_url}/freeze_gc") as response:
+                return response.status == 200
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return False
 
 
 async def flush_cache(base_url: str, attempts: int = 10) -> bool:

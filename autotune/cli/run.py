@@ -223,6 +223,12 @@ def run_command(
              "memory probe sees that server: what the overlap guard must catch (docs/real-gpu/boot-ahead.md).",
     ),
     try_ratios: Optional[str] = typer.Option(None, "--try", help="Ratios to measure first, e.g. 0.15,0.5 (a hand rule to check); --trials grows to hold them and SGLang's default."),
+    warm_up: bool = typer.Option(
+        True, "--warm-up/--no-warm-up",
+        help="Before a real server measures: one prefill per kernel shape class (SGLang compiles fused-MoE kernels "
+             "at their first use), then SGLang's /freeze_gc. Without it a first pass through a retraction storm "
+             "measured up to 20 % slower (docs/real-gpu/first-pass.md). The simulator needs neither.",
+    ),
     early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Stop trials that are clearly lost (SWA-bound with a queue that does not drain). SGLang's default 0.8 always runs in full."),
     stop_when_known: bool = typer.Option(
         True, "--stop-when-known/--run-all-trials",
@@ -310,7 +316,7 @@ def run_command(
             kv_budget_gb=kv_budget_gb, time_scale=time_scale, extra_args=extra, log_dir=str(log_dir),
             dummy_weights=dummy_weights, try_ratios=_ratios(try_ratios), early_stop=early_stop,
             heartbeat_s=heartbeat_s, grace_s=grace_s, stop_when_known=stop_when_known, noise_floor=noise_floor,
-            cuda_graph_max_bs=_graph_bs(cuda_graph_max_bs), load_levels=load_levels,
+            cuda_graph_max_bs=_graph_bs(cuda_graph_max_bs), load_levels=load_levels, warm_up=warm_up,
         )
         for w in workloads
     ]

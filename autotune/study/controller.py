@@ -235,6 +235,7 @@ def _trial_spec(plan: StudyPlan, trial: optuna.trial.Trial, params: dict[str, An
         early_stop=EarlyStop() if plan.early_stop and not _is_default(params) and plan.load_search() is None else None,
         time_budget_s=plan.trial_wall_budget_s,  # per load level under a load search
         load_search=plan.load_search(),
+        prefill_warmup=None if plan.warm_up else (),
     )
 
 

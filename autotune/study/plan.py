@@ -88,6 +88,9 @@ class StudyPlan:
     stop_when_known: bool = True
     noise_floor: float = DEFAULT_NOISE_FLOOR  # the noise band's floor, a share of the best value
     load_levels: int = DEFAULT_MAX_LEVELS  # `--objective capacity`: load levels per trial, at most
+    # A real server gets one prefill per kernel shape class and /freeze_gc before a trial measures
+    # (workers/kernel_warmup.py); False measures it straight after its boot (`--no-warm-up`).
+    warm_up: bool = True
 
     @property
     def name(self) -> str:
@@ -247,6 +250,7 @@ def build_plan(
     noise_floor: float = DEFAULT_NOISE_FLOOR,
     cuda_graph_max_bs: int | str = "auto",
     load_levels: int = DEFAULT_MAX_LEVELS,
+    warm_up: bool = True,
 ) -> StudyPlan:
     if not model.hybrid_swa:
         raise ValueError(f"{model.name}: {model.hybrid_reason}. There is nothing to tune.")
@@ -293,5 +297,5 @@ def build_plan(
         budget_bytes=budget.bytes, server_flags=flags, sim_flags=sim_flags, extra_args=extra_args, log_dir=log_dir,
         try_ratios=tuple(validate_ratio(r) for r in try_ratios), early_stop=early_stop,
         heartbeat_s=heartbeat_s, grace_s=grace_s, trial_time_budget_s=trial_time_budget_s(model, gpu, workload, tp=tp),
-        stop_when_known=stop_when_known, noise_floor=noise_floor, load_levels=load_levels,
+        stop_when_known=stop_when_known, noise_floor=noise_floor, load_levels=load_levels, warm_up=warm_up,
     )

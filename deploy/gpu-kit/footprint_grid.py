@@ -59,7 +59,7 @@ from autotune.models import load_model  # noqa: E402
 from autotune.models.dummy import DUMMY_LOAD_FLAGS, write_dummy_model  # noqa: E402
 from autotune.workloads import MaxConcurrency, random_ids_workload  # noqa: E402
 from workers.failures import TrialFailure  # noqa: E402
-from workers.kernel_warmup import prefill_token_counts, warm_prefill_kernels  # noqa: E402
+from workers.kernel_warmup import freeze_gc, prefill_token_counts, warm_prefill_kernels  # noqa: E402
 from workers.process import ServerProcess  # noqa: E402
 from workers.replay import ReplayConfig, replay  # noqa: E402
 from workers.scrape import Scraper, parse_metrics  # noqa: E402
@@ -339,16 +339,6 @@ async def _forward_seconds(base: str) -> dict[str, float]:
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return {}
     return labelled_totals(text, FORWARD_SECONDS, "category")
-
-
-async def freeze_gc(base: str) -> bool:
-    """SGLang's /freeze_gc: every server process moves what it holds now out of the GC's sight."""
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            async with session.post(f"{base}/freeze_gc") as response:
-                return response.status == 200
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        return False
 
 
 async def warm_up(base: str, vocab: int, prefill_warmup: bool = False) -> dict[str, Any]:
