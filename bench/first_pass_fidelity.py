@@ -104,10 +104,17 @@ class Pass:
     number: int  # 1 = first run of this phase on this server
     record: dict[str, Any]
     kernels: int | None
+    before: str  # what the server got before its first phase: "-", "prefill warm-up", "+ /freeze_gc"
 
     @property
     def tok_s(self) -> float | None:
         return self.record.get("total_tok_s")
+
+
+def _prepared(warm: dict[str, Any] | None) -> str:
+    if not warm or not warm.get("prefill_warmup"):
+        return "-"
+    return "prefill warm-up" + (" + /freeze_gc" if warm.get("gc_frozen") else "")
 
 
 def repeated_passes(data: Path = DATA) -> list[Pass]:
@@ -115,6 +122,7 @@ def repeated_passes(data: Path = DATA) -> list[Pass]:
     out: list[Pass] = []
     for run in runs(data):
         times = compile_times(run)
+        warm = {r["boot_id"]: r for r in records(run) if r["kind"] == "warm_up"}
         seen: dict[tuple[str, str], int] = {}
         phases = [r for r in records(run) if r["kind"] == "phase" and not is_probe(r)]
         counts: dict[tuple[str, str], int] = {}
@@ -127,7 +135,8 @@ def repeated_passes(data: Path = DATA) -> list[Pass]:
                 continue
             seen[key] = seen.get(key, 0) + 1
             shape = f"{r['prompt']}/{r['output']}@{r['concurrency']}"
-            out.append(Pass(run.name, str(r["gpu"]), r["ratio"], shape, seen[key], r, kernels_during(r, times)))
+            out.append(Pass(run.name, str(r["gpu"]), r["ratio"], shape, seen[key], r, kernels_during(r, times),
+                            _prepared(warm.get(r["boot_id"]))))
     return out
 
 
@@ -144,7 +153,7 @@ def _phase_of(r: dict[str, Any], call: str) -> footprint.Phase:
 
 def repeat_table(passes: Sequence[Pass], simulator: Any) -> tuple[str, list[tuple[Pass, float]]]:
     lines = [
-        "| run | GPU | ratio | phase P/O@C | pass | real tok/s | kernels compiled during it | real GPU s: prefill / decode | "
+        "| run | before the first phase | ratio | phase P/O@C | pass | real tok/s | kernels compiled during it | real GPU s: prefill / decode | "
         "prefill batches | decode passes | retractions | sim tok/s (simulated) | sim vs this pass |",
         "|---|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
@@ -162,7 +171,7 @@ def repeat_table(passes: Sequence[Pass], simulator: Any) -> tuple[str, list[tupl
             errors.append((p, err))
         counters = r.get("counters") or {}
         lines.append(
-            f"| {p.run} | {p.gpu} | {p.ratio:g} | {p.shape} | {p.number} | {footprint._f(p.tok_s)} | "
+            f"| {p.run} | {p.before} | {p.ratio:g} | {p.shape} | {p.number} | {footprint._f(p.tok_s)} | "
             f"{'-' if p.kernels is None else p.kernels} | "
             f"{fwd.get('extend', float('nan')):.2f} / {fwd.get('decode', float('nan')):.2f} | {len(r['log']['prefill'])} | "
             f"{footprint._f(counters.get('sglang:cuda_graph_passes_total'))} | "

@@ -505,3 +505,18 @@ def test_session_refuses_a_kit_whose_code_is_not_this_checkout(tmp_path, changed
     anyway = subprocess.run(["bash", str(KIT_SRC / "session.sh"), str(kit_tar), str(tmp_path / "out2"), str(plan)],
                             env={**env, "KIT_MISMATCH_OK": "1"}, capture_output=True, text=True, timeout=60)
     assert anyway.returncode == 0 and "NODE autotune run" in calls.read_text()
+
+
+def test_the_footprint_grid_refuses_a_kit_whose_code_is_not_this_checkout(tmp_path):
+    """footprint_run.sh runs the grid from the checkout on the kit's copy of the project: a stale kit
+    failed at import on a lent GPU (an option moved into workers/ since the build). It now stops first."""
+    kit_tar = _project_stub(tmp_path, changed=True)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/bin/bash\necho 'NVIDIA H200'\n")
+    (tmp_path / "bin" / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "WORK": str(tmp_path / "work"), "DEADLINE_S": "120", "PATH": f"{tmp_path}/bin:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", str(KIT_SRC / "footprint_run.sh"), str(kit_tar), str(tmp_path / "out"), "--ratios", "0.9"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "are not this checkout's (1 file(s) differ)" in run.stdout and "deploy/gpu-kit/build.sh" in run.stdout
+    assert not (tmp_path / "work" / "kit" / "calls.txt").exists()  # the grid never started

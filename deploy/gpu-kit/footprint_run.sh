@@ -7,7 +7,8 @@
 # fp-logs.tar.gz (the servers' logs, /server_info and first /metrics page per boot), triton-cache.tar.gz
 # (carry it back as TRITON_CACHE_TAR= next time: boots then skip Triton's kernel compilation),
 # nvidia-smi.txt. Knobs (environment): DEADLINE_S (seconds from this script's start by which
-# everything, packing included, is done; default 540), TRITON_CACHE_TAR, WORK (/tmp/swa-footprint).
+# everything, packing included, is done; default 540), TRITON_CACHE_TAR, WORK (/tmp/swa-footprint),
+# KIT_MISMATCH_OK=1 (run although the kit's autotune/ and workers/ are not this checkout's).
 # The grid runs from the checkout this script lies in, on the kit's SGLang and Python environment.
 set -uo pipefail
 
@@ -33,6 +34,8 @@ trap pack EXIT
 # shellcheck source=kit-lib.sh
 . "$here/kit-lib.sh"
 unpack_kit "$kit_tar" "$work"
+# The grid runs from this checkout but imports the kit's copy of autotune/ and workers/: they must match.
+check_kit_is_checkout "$repo" || exit 1
 echo "ready in $(elapsed) s"
 warm=()
 use_run_triton_cache "$work" && warm=(--warm-cache)
