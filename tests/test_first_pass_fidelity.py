@@ -56,3 +56,9 @@ def test_the_noise_band_and_the_optimum_read_with_it(bench):
     assert bench.noise_band(shape) == pytest.approx(0.04)
     assert bench.near_optimal({1.0: 102.0, 0.9: 101.5, 0.4: 103.0, 0.25: 90.0}, 0.04) == [0.4, 0.9, 1.0]
     assert bench.noise_band({1.0: [100.0]}) is None
+
+
+def test_the_doc_holds_every_line_the_bench_prints(bench):
+    doc = (REPO / "docs" / "real-gpu" / "first-pass.md").read_text().splitlines()
+    missing = [line for line in bench.build_report(DATA).splitlines() if line and line not in doc]
+    assert not missing, missing[:3]
