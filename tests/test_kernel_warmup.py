@@ -74,3 +74,16 @@ def test_the_simulated_server_answers_freeze_gc_as_sglang_does(tmp_path: Path) -
     assert "Freezing GC" in Path(result.log_path).read_text()
     without = run_trial(trial(tmp_path / "b", sim_spec(0.8), prefill_warmup=(1, 2), freeze_gc=False))
     assert "Freezing GC" not in Path(without.log_path).read_text()
+
+
+def test_a_server_that_dies_during_the_warm_up_fails_the_trial_and_says_when(tmp_path: Path) -> None:
+    servers = []
+
+    def progress(phase: str, _done: int, _total: int) -> None:
+        if phase == "warm-up":
+            servers[0].stop()  # the server dies before the warm-up's first request
+
+    result = run_trial(trial(tmp_path, sim_spec(0.8), prefill_warmup=(1, 2, 3)), progress=progress,
+                       on_process=servers.append)
+    assert not result.ok and result.failure is not None
+    assert "prefill warm-up" in result.message and result.summary is None

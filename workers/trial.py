@@ -352,8 +352,15 @@ def _warm_up(spec: TrialSpec, server: ServerProcess, progress: Progress | None) 
     if progress is not None:
         progress("warm-up", 0, len(spec.workload.requests))
     started = time.monotonic()
-    asyncio.run(warm_prefill_kernels(server.base_url, counts, hang_timeout_s=spec.hang_timeout_s,
-                                     server_alive=lambda: server.alive))
+    try:
+        asyncio.run(warm_prefill_kernels(server.base_url, counts, hang_timeout_s=spec.hang_timeout_s,
+                                         server_alive=lambda: server.alive))
+    except TrialFailure as failure:  # say where: nothing was measured yet
+        failure.message = f"during the prefill warm-up, before measuring: {failure.message}"
+        raise
+    if not server.alive:  # its requests can fail faster than the watchdog looks: ask the process
+        raise TrialFailure(FailureKind.CRASHED, "the server process died during the prefill warm-up, before measuring",
+                           server.log_tail())
     if spec.freeze_gc:
         asyncio.run(freeze_gc(server.base_url))
     return round(time.monotonic() - started, 2)
