@@ -25,6 +25,24 @@ from typing import Any
 import psutil
 import pytest
 
+# -- the bench scripts, for the tests that read real data through them ---------------------------
+
+
+def load_bench(name: str) -> Any:
+    """bench/<name>.py as a module (the bench scripts are not a package), registered under its name
+    so that its dataclasses can look their module up, and loaded once per test session."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 # -- simulated servers: none may outlive a test ---------------------------------------------------
 
 # Servers started by this test session carry this tag in their environment (every child process

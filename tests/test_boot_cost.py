@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
+from conftest import load_bench
+
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("boot_cost", REPO / "bench" / "boot_cost.py")
-boot_cost = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = boot_cost  # dataclasses look their module up while the file executes
-spec.loader.exec_module(boot_cost)
+boot_cost = load_bench("boot_cost")
 
 
 def test_every_committed_start_up_parses_and_adds_up() -> None:

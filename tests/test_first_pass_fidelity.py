@@ -4,14 +4,13 @@ kernels is the slow one; the prefill probes and the two-node noise band read as 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import load_bench
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "bench" / "first_pass_fidelity.py"
 DATA = REPO / "docs" / "real-gpu" / "first-pass"
 
 pytestmark = pytest.mark.skipif(not any(DATA.glob("*/results.jsonl")), reason=f"no results under {DATA}")
@@ -19,11 +18,7 @@ pytestmark = pytest.mark.skipif(not any(DATA.glob("*/results.jsonl")), reason=f"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("first_pass_fidelity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("first_pass_fidelity")
 
 
 def test_a_first_pass_that_compiled_kernels_is_slower_with_the_same_schedule(bench):

@@ -5,10 +5,8 @@ real 0.5.17 grid (docs/real-gpu/footprint.md) eviction always wins."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,8 @@ from autotune.pools import pinned_budget
 from autotune.sim.config import SimServerConfig
 from autotune.sim.engine import SimEngine
 from autotune.sim.request import SimRequest
+
+from conftest import load_bench
 
 W = 1023
 M26 = load_model("26B-A4B")
@@ -116,10 +116,7 @@ def test_lru_evicts_older_cache_before_a_newer_retracted_prefix() -> None:
 
 @pytest.mark.skipif(not any(DATA.glob("*/results.jsonl")), reason=f"no results under {DATA}")
 def test_real_0517_storms_get_no_prefix_hit_and_neither_does_the_simulator() -> None:
-    spec = importlib.util.spec_from_file_location("swa_footprint_fidelity", REPO / "bench" / "swa_footprint_fidelity.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_bench("swa_footprint_fidelity")
     # Real: about 2,700 retractions over the grid, and every prefill line says #cached-token: 0.
     retracted = hits = lines = 0
     for path in DATA.glob("*/results.jsonl"):

@@ -4,15 +4,14 @@ equal real SGLang's to the token, and every real layout is predicted from the ot
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import load_bench
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "bench" / "real_gpu_fidelity.py"
 DB = REPO / "docs" / "real-gpu" / "real-study.db"
 
 pytestmark = pytest.mark.skipif(not DB.is_file(), reason=f"{DB} not present")
@@ -20,11 +19,7 @@ pytestmark = pytest.mark.skipif(not DB.is_file(), reason=f"{DB} not present")
 
 @pytest.fixture(scope="module")
 def fidelity():
-    spec = importlib.util.spec_from_file_location("real_gpu_fidelity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("real_gpu_fidelity")
 
 
 @pytest.fixture(scope="module")

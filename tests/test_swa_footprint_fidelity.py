@@ -5,14 +5,13 @@ docs/real-gpu/footprint.md."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import load_bench
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "bench" / "swa_footprint_fidelity.py"
 DATA = REPO / "docs" / "real-gpu" / "footprint"
 
 pytestmark = pytest.mark.skipif(not any(DATA.glob("*/results.jsonl")), reason=f"no results under {DATA}")
@@ -20,11 +19,7 @@ pytestmark = pytest.mark.skipif(not any(DATA.glob("*/results.jsonl")), reason=f"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("swa_footprint_fidelity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("swa_footprint_fidelity")
 
 
 @pytest.fixture(scope="module")
