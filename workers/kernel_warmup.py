@@ -4,9 +4,9 @@ SGLang compiles some kernels the first time a process meets a new shape class, n
 fused-MoE Triton kernel takes a tuned config by the batch's token count M (the nearest of the tuning
 grid's batch sizes, below) and Triton specialises a kernel on whether its integer arguments are
 divisible by 16, so M odd and M even compile apart. Decode runs in CUDA graphs captured at boot;
-prefill (eager) does not. Measured on real SGLang 0.5.17 (H200, docs/real-gpu/footprint.md): the
+prefill (eager) does not. Measured on real SGLang 0.5.17 (H200, docs/real-gpu/first-pass.md): the
 first pass of a retraction storm on a fresh node compiled five such kernel pairs, about a second
-each, and was 30 % slower than the identical second pass on the same server (same prefill batches,
+each, and took 30 % longer than the identical second pass on the same server (same prefill batches,
 same decode steps, same retractions). Storms make small odd prefills, so it is the low ratios whose
 first measurement such compiles inflate: a bias, not noise.
 
@@ -75,7 +75,7 @@ async def freeze_gc(base_url: str) -> bool:
     """SGLang's /freeze_gc: each server process moves the objects it holds now out of the GC's sight
     (gc.freeze), so later collections do not scan them. SGLang's own long-GC warning advises it after
     warm-up. Measured (0.5.17, H200): a generation-2 collection over ~800k boot-time objects took
-    0.4 s in the scheduler; with the GC frozen a retraction storm ran 10-13 % faster, first pass and
+    0.4 s in the scheduler; with the GC frozen a retraction storm ran 11-13 % faster, first pass and
     second alike. False when the server refuses (an older SGLang without the endpoint)."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:

@@ -226,8 +226,9 @@ def run_command(
     warm_up: bool = typer.Option(
         True, "--warm-up/--no-warm-up",
         help="Before a real server measures: one prefill per kernel shape class (SGLang compiles fused-MoE kernels "
-             "at their first use), then SGLang's /freeze_gc. Without it a first pass through a retraction storm "
-             "measured up to 20 % slower (docs/real-gpu/first-pass.md). The simulator needs neither.",
+             "at their first use), then SGLang's /freeze_gc. Without them the first pass of a retraction storm "
+             "took up to 30 % longer than the same schedule's second (docs/real-gpu/first-pass.md). The simulator "
+             "needs neither.",
     ),
     early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Stop trials that are clearly lost (SWA-bound with a queue that does not drain). SGLang's default 0.8 always runs in full."),
     stop_when_known: bool = typer.Option(
