@@ -29,6 +29,13 @@ before the shared one; `--gpu-phases GPU=PHASES` its own phase list. An item is 
 (SGLang's `--enable-unified-memory`, no `--swa-full-tokens-ratio`: SGLang's default, what a user who
 does not tune gets), or `uR` (unified memory with ratio R). Without them the behaviour is unchanged.
 The offline reader is bench/swa_footprint_fidelity.py.
+
+First passes (docs/real-gpu/first-pass.md; read by bench/first_pass_fidelity.py): `P/O@CxW` gives a phase its own
+number of waves, and a phase may be listed twice to run it twice on one server; every phase records each request's
+send, first-token and end times, the kernels the node's Triton cache gained during it, and, with
+`--server-env SGLANG_ENABLE_METRICS_DEVICE_TIMER=1`, the GPU's busy seconds per forward category.
+`--prefill-warmup` and `--freeze-gc` prepare each server as a study now prepares a real trial
+(workers/kernel_warmup.py).
 """
 
 from __future__ import annotations
