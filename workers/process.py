@@ -30,6 +30,62 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+# A server binds its port only once it has loaded (SGLang after its weights, the simulator after
+# --boot-delay), and the kernel hands the same free port to the next bind(0) meanwhile: two trials
+# starting together on one node drew the same port, and the second server died at its bind. So each
+# port given to a server is claimed, for every process on the node, by a file named after it, until
+# that server is stopped; a claim whose process is gone is stale and taken over.
+PORT_CLAIMS = Path(os.environ.get("SWA_AUTOTUNE_PORT_CLAIMS", "/tmp/swa-autotune-port-claims"))
+
+
+def _claim_holder_alive(path: Path) -> bool:
+    try:
+        pid = int(path.read_text() or "0")
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_port(host: str = "127.0.0.1", attempts: int = 64) -> int:
+    """A free port no other server of this node has been given and not yet given back."""
+    if not PORT_CLAIMS.is_dir():
+        PORT_CLAIMS.mkdir(parents=True, exist_ok=True)
+        try:
+            PORT_CLAIMS.chmod(0o1777)  # every user's servers claim here, as in /tmp
+        except OSError:
+            pass
+    for _ in range(attempts):
+        port = free_port(host)
+        path = PORT_CLAIMS / str(port)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _claim_holder_alive(path):
+                path.unlink(missing_ok=True)  # its owner died without giving it back
+            continue
+        except PermissionError:
+            return port  # a claims folder this user cannot write: the port, unclaimed (as before claims)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        return port
+    raise RuntimeError(f"no free port after {attempts} tries (claims under {PORT_CLAIMS})")
+
+
+def release_port(port: int) -> None:
+    path = PORT_CLAIMS / str(port)
+    try:
+        if int(path.read_text() or "0") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -51,7 +107,8 @@ class ServerProcess:
         self.spec = spec
         self.log_path = Path(log_path)
         self.boot_timeout_s = boot_timeout_s
-        self.port = spec.port or free_port(spec.host)
+        self._claimed = spec.port is None  # a port given in the spec is the caller's to manage
+        self.port = spec.port or claim_port(spec.host)
         self.argv = spec.argv(self.port)
         self._proc: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
@@ -153,6 +210,8 @@ class ServerProcess:
             time.sleep(0.1)
         if port_in_use(self.port, self.spec.host):
             raise RuntimeError(f"port {self.port} is still in use after the server group was stopped")
+        if self._claimed:
+            release_port(self.port)
 
     def __enter__(self) -> "ServerProcess":
         self.start()
