@@ -18,6 +18,7 @@ from typing import Callable
 import httpx
 
 from workers.failures import FailureKind, TrialFailure, classify_boot_log, parse_pool_layout
+from workers.reaper import pid_alive
 from workers.spec import ServerSpec
 
 READY_LINE = "The server is fired up and ready to roll!"
@@ -43,13 +44,7 @@ def _claim_holder_alive(path: Path) -> bool:
         pid = int(path.read_text() or "0")
     except (OSError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid > 0 and pid_alive(pid)
 
 
 def claim_port(host: str = "127.0.0.1", attempts: int = 64) -> int:

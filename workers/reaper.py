@@ -20,7 +20,8 @@ POLL_S = 0.5
 GRACE_S = 5.0
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -43,7 +44,7 @@ def _group_alive(pgid: int) -> bool:
 def _owner_gone(owner: int) -> bool:
     # Reparenting does not help here (we are not the owner's child), so poll the pid; a zombie
     # owner counts as gone.
-    if not _alive(owner):
+    if not pid_alive(owner):
         return True
     try:
         with open(f"/proc/{owner}/stat", encoding="ascii") as stat:
