@@ -3,6 +3,7 @@ trials starting together once drew the same port, because a server binds only af
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def test_a_port_handed_out_is_not_handed_out_again_until_released(claims, monkey
     first, second = claim_port(), claim_port()
     assert (first, second) == (5555, 5556)
     release_port(first)
-    assert claim_port() == 5555 and (claims / "5555").read_text() == str(__import__("os").getpid())
+    assert claim_port() == 5555 and (claims / "5555").read_text() == str(os.getpid())
 
 
 def test_a_claim_left_by_a_dead_process_is_taken_over(claims, monkeypatch):
