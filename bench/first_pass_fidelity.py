@@ -160,32 +160,53 @@ def _phase_of(r: dict[str, Any], call: str) -> footprint.Phase:
     )
 
 
+def real_decode_passes(record: dict[str, Any]) -> float | None:
+    """Decode forwards of a phase. sglang:cuda_graph_passes_total counts every forward pass, one series per
+    mode (prefill_none, decode_cuda_graph, ...): the grid records it by mode ("passes"); in older records
+    only the scrape's sum over modes, so take the prefill batches (each logs one line) back out."""
+    by_mode = record.get("passes")
+    if by_mode:
+        return sum(v for mode, v in by_mode.items() if mode.startswith("decode"))
+    passes = (record.get("counters") or {}).get("sglang:cuda_graph_passes_total")
+    return None if passes is None else passes - len(record["log"]["prefill"])
+
+
+def gpu_idle_s(record: dict[str, Any]) -> float | None:
+    """Seconds of the phase the device timer saw no forward on the GPU: host work the overlap scheduler
+    did not hide, plus the client's first send and last response."""
+    fwd = record.get("forward_s")
+    return record["elapsed_s"] - sum(fwd.values()) if fwd else None
+
+
 def repeat_table(passes: Sequence[Pass], simulator: Any) -> tuple[str, list[tuple[Pass, float]]]:
     lines = [
-        "| run | before the first phase | ratio | phase P/O@C | pass of | real tok/s | kernels compiled during it | real GPU s: prefill / decode | "
-        "prefill batches | decode passes | retractions | sim tok/s (simulated) | sim vs this pass |",
-        "|---|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| run | before the first phase | ratio | phase P/O@C | pass of | real tok/s | kernels compiled during it | "
+        "real GPU s: prefill / decode | real s with the GPU idle | prefill batches: real / sim | "
+        "decode passes: real / sim | retractions: real / sim | sim tok/s (simulated) | sim vs this pass |",
+        "|---|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     errors: list[tuple[Pass, float]] = []
-    sims: dict[tuple[float, str], float | None] = {}
+    sims: dict[tuple[float, str], Any] = {}
     for p in passes:
         r = p.record
         key = (p.ratio, p.shape)
         if key not in sims:
-            sims[key] = simulator.run(p.ratio, _phase_of(r, p.run)).total_tok_s
+            sims[key] = simulator.run(p.ratio, _phase_of(r, p.run))
         sim = sims[key]
         fwd = r.get("forward_s") or {}
-        err = (sim / p.tok_s - 1) if sim and p.tok_s and r["status"] == "ok" else None
+        err = (sim.total_tok_s / p.tok_s - 1) if sim.total_tok_s and p.tok_s and r["status"] == "ok" else None
         if err is not None:
             errors.append((p, err))
         counters = r.get("counters") or {}
+        idle = gpu_idle_s(r)
         lines.append(
             f"| {p.run} | {p.before} | {p.ratio:g} | {p.shape} | {p.number} of {p.runs_on_server} | {footprint._f(p.tok_s)} | "
             f"{'-' if p.kernels is None else p.kernels} | "
-            f"{fwd.get('extend', float('nan')):.2f} / {fwd.get('decode', float('nan')):.2f} | {len(r['log']['prefill'])} | "
-            f"{footprint._f(counters.get('sglang:cuda_graph_passes_total'))} | "
-            f"{footprint._f(counters.get('sglang:num_retracted_requests_total'))} | {footprint._f(sim)} | "
-            f"{'—' if err is None else f'{err:+.1%}'} |")
+            f"{fwd.get('extend', float('nan')):.2f} / {fwd.get('decode', float('nan')):.2f} | "
+            f"{'-' if idle is None else f'{idle:.2f}'} | {len(r['log']['prefill'])} / {footprint._f(sim.prefill_batches)} | "
+            f"{footprint._f(real_decode_passes(r))} / {footprint._f(sim.decode_passes)} | "
+            f"{footprint._f(counters.get('sglang:num_retracted_requests_total'))} / {footprint._f(sim.retractions)} | "
+            f"{footprint._f(sim.total_tok_s)} | {'—' if err is None else f'{err:+.1%}'} |")
     return "\n".join(lines), errors
 
 

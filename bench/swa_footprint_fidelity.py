@@ -287,6 +287,8 @@ class SimPhase:
     peak_flag: bool
     peak_per_req_series: float | None  # from the 1 s samples
     simulated: bool = True
+    prefill_batches: int | None = None  # forward passes of the whole run (simulated)
+    decode_passes: int | None = None
 
 
 class Simulator:
@@ -351,6 +353,7 @@ class Simulator:
             total_tok_s=tokens / span if span else None, retractions=retracted,
             peak_queue=max((s.num_queue_reqs for s in samples), default=None),
             peak_per_req=peak, peak_flag=flag, peak_per_req_series=series_peak,
+            prefill_batches=result.prefill_batches, decode_passes=result.decode_passes,
         )
 
 

@@ -143,3 +143,36 @@ def test_real_0517_storms_get_no_prefix_hit_and_neither_does_the_simulator() -> 
     lines = [line for line in result.log_lines if line.startswith("Prefill batch")]
     assert sum("#cached-token: 0," in line for line in lines) == len(lines)
     assert result.outcomes and sum(o.success for o in result.outcomes) == storm.requests
+
+
+def round_with_a_readmitted_request(version: str, swa_tokens: int) -> list[tuple[str, int, bool]]:
+    """One admission round: R, retracted with 100 of its 128 outputs kept (fill 500 + 100), then Q, a
+    fresh 2,000-token prompt, in a SWA pool of `swa_tokens`. Returns (rid, extend, completes) per chunk."""
+    from autotune.pools.footprint import release_rules
+    from autotune.sim.scheduler import Scheduler, SchedulerConfig
+
+    rules = release_rules(version)
+    s = Scheduler(SchedulerConfig(
+        full_tokens=100_000, swa_tokens=swa_tokens, window=W, rules=rules,
+        fixed_length_full_reservation=rules.fixed_length_full_reservation,
+        shrink_chunk_on_transient_swa_pressure=rules.shrink_chunk_on_transient_swa_pressure,
+    ), engine(version).timing)
+    s.add(SimRequest(rid="R", prompt_len=500, max_new_tokens=128, arrival_s=0.0, generated=100, fill_len=600))
+    s.add(SimRequest(rid="Q", prompt_len=2000, max_new_tokens=128, arrival_s=0.0))
+    return [(req.rid, extend, done) for req, extend, done in s._prefill_batch()]
+
+
+@pytest.mark.parametrize("version", ["0.5.17", "0.5.23"])
+def test_an_admitted_request_reserves_its_whole_max_new_tokens_outputs_kept_or_not(version: str) -> None:
+    # R's gate asks for its remaining 28 outputs: min(600 + 28, W) + 1 = 629 SWA tokens. Once admitted, the
+    # round reserves min(max_new_tokens, CLIP) = 128: min(600 + 128, W) + 1 = 729 (_update_prefill_budget in
+    # both releases). Q needs max(2000 - W, 0) + min(2000 + 128, W) + 1 = 2001 < 2700 - 629 but not < 2700 - 729.
+    batch = round_with_a_readmitted_request(version, swa_tokens=2700)
+    assert batch[0] == ("R", 600, True)
+    if version == "0.5.17":
+        # 0.5.17 shrinks Q's chunk to what is left above Q's decode headroom: 2700 - 729 - (128 + 1).
+        assert batch[1:] == [("Q", 2700 - 729 - 129, False)]
+    else:
+        assert batch[1:] == []  # 0.5.23: transient SWA pressure, Q waits for the next round
+    # With 100 more SWA slots Q fits whole in both releases.
+    assert round_with_a_readmitted_request(version, swa_tokens=2800)[1:] == [("Q", 2000, True)]

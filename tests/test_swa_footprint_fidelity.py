@@ -153,6 +153,12 @@ def test_the_grid_takes_per_phase_waves_and_reads_labelled_gpu_seconds(bench):
         'sglang:forward_execution_seconds_total{category="decode",model_name="m"} 0.25\n'
     )
     assert grid.labelled_totals(page, grid.FORWARD_SECONDS, "category") == {"extend": 1.5, "decode": 0.25}
+    passes = (
+        "# TYPE sglang:cuda_graph_passes_total counter\n"
+        'sglang:cuda_graph_passes_total{mode="prefill_none",model_name="m"} 218\n'
+        'sglang:cuda_graph_passes_total{mode="decode_cuda_graph",model_name="m"} 302\n'
+    )
+    assert grid.labelled_totals(passes, grid.FORWARD_PASSES, "mode") == {"prefill_none": 218, "decode_cuda_graph": 302}
 
 
 def test_the_grid_refuses_a_server_env_without_a_value(bench, tmp_path, capsys):

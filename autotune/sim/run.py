@@ -34,6 +34,10 @@ class SimResult:
     simulated: bool = True
     overran: bool = False  # stopped at the time budget: the outcomes cover what finished by then
     crashed: str | None = None  # the server died: its log's exception line (0.5.17 unified memory)
+    # Forward passes of the measured run, as SGLang counts them in sglang:cuda_graph_passes_total's
+    # prefill_* and decode_* modes (one per prefill batch, one per decode step).
+    prefill_batches: int = 0
+    decode_passes: int = 0
 
 
 def _outcome(spec: RequestSpec, req: SimRequest, t0: float) -> RequestOutcome:
@@ -176,6 +180,8 @@ class SimSession:
         specs = workload.requests
         offsets = send_offsets(workload.arrival, specs)
         samples: list[MetricSample] = []
+        counters = engine.scheduler.counters
+        steps_before = (counters.prefill_steps, counters.decode_steps)
         live, end, hung = (({}, t, False) if engine.crashed else _drive(
             engine, specs, offsets, concurrency_limit(workload.arrival), t, samples, sample_interval_s, logs, time_budget_s
         ))
@@ -194,6 +200,8 @@ class SimSession:
             overran=time_budget_s is not None and end - t > time_budget_s,
             log_lines=tuple(logs),
             crashed=engine.crashed.sglang_line if engine.crashed else None,
+            prefill_batches=counters.prefill_steps - steps_before[0],
+            decode_passes=counters.decode_steps - steps_before[1],
         )
 
     def drain(self, pause_s: float = 0.0) -> float:

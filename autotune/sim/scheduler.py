@@ -183,6 +183,15 @@ class _Budget:
             self.swa_offset += self.swa_tokens(extend, max_new, chunk_limit)
 
 
+def _reserved_new_tokens(req: SimRequest) -> int:
+    """What a prefill that completes a request reserves for its decode, in both releases: all of its
+    (clipped) max_new_tokens, outputs already made before a retraction included
+    (_update_prefill_budget's `min(max_new_tokens, CLIP_MAX_NEW_TOKENS)`), while the admission check
+    itself uses only the outputs still to come. A re-admitted request so leaves less room to the rest
+    of its round than its gate asked for (measured: the storm's re-admission chunks, first-pass.md)."""
+    return min(req.max_new_tokens, CLIP_MAX_NEW_TOKENS)
+
+
 class _TreeLRU:
     """The radix tree's evictable part of one pool, as segments aged by their last insert.
 
@@ -314,8 +323,7 @@ class Scheduler:
             chunk_pending = extend < left
             if extend > 0:
                 batch.append((req, extend, not chunk_pending))
-                max_new = min(req.remaining_new_tokens, CLIP_MAX_NEW_TOKENS)
-                budget.reserve(extend, 0 if chunk_pending else max_new, rem_chunk)
+                budget.reserve(extend, 0 if chunk_pending else _reserved_new_tokens(req), rem_chunk)
                 rem_input -= ceil_page(extend, cfg.page_size)
                 rem_chunk -= ceil_page(extend, cfg.page_size)
             if not chunk_pending:
@@ -363,7 +371,7 @@ class Scheduler:
                 self.waiting.popleft()
                 locked = None
                 batch.append((req, extend, True))
-                budget.reserve(extend, max_new, chunk_limit)
+                budget.reserve(extend, _reserved_new_tokens(req), chunk_limit)
             else:
                 room = min(chunk_limit, int(budget.remaining_total), budget.joint_room())
                 if self.swa is not None:

@@ -182,6 +182,9 @@ def compiled_kernels() -> int | None:
 
 # SGLANG_ENABLE_METRICS_DEVICE_TIMER=1 makes SGLang count the GPU's busy seconds per forward category.
 FORWARD_SECONDS = "sglang:forward_execution_seconds_total"
+# Every forward pass, one series per mode (prefill_none, decode_cuda_graph, ...): summed over modes it is
+# prefill batches plus decode passes, so the phase record keeps it by mode.
+FORWARD_PASSES = "sglang:cuda_graph_passes_total"
 
 
 def _seconds_of_day(line: str) -> int | None:
@@ -337,15 +340,17 @@ async def settle(base: str, timeout_s: float) -> dict[str, Any]:
     return out
 
 
-async def _forward_seconds(base: str) -> dict[str, float]:
-    """GPU busy seconds so far by forward category ({} when the server does not count them)."""
+async def _forward_totals(base: str) -> dict[str, dict[str, float]]:
+    """So far: GPU busy seconds by forward category ("forward_s", {} when the server does not count
+    them) and forward passes by mode ("passes")."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             async with session.get(f"{base}/metrics") as response:
                 text = await response.text() if response.status == 200 else ""
     except (aiohttp.ClientError, asyncio.TimeoutError):
-        return {}
-    return labelled_totals(text, FORWARD_SECONDS, "category")
+        text = ""
+    return {"forward_s": labelled_totals(text, FORWARD_SECONDS, "category"),
+            "passes": labelled_totals(text, FORWARD_PASSES, "mode")}
 
 
 async def warm_up(base: str, vocab: int, prefill_warmup: bool = False) -> dict[str, Any]:
@@ -396,14 +401,14 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     log_from = server.log_path.stat().st_size if server.log_path.exists() else 0
     started: list[float] = []
 
-    forward_before: dict[str, float] = {}
+    forward_before: dict[str, dict[str, float]] = {}
     kernels_before = compiled_kernels()
 
     async def on_start(t: float) -> None:
         started.append(t)
         record["wall_start"] = time.time()
         await scraper.start(t)
-        forward_before.update(await _forward_seconds(base))
+        forward_before.update(await _forward_totals(base))
 
     def should_stop(_done: int) -> bool:
         return bool(started) and (time.monotonic() - started[0] > cap or run.stop.is_set())
@@ -424,8 +429,11 @@ async def run_phase(run: Run, server: ServerProcess, index: int, phase: Phase, b
     if kernels_before is not None and kernels_after is not None:
         record["kernels_compiled"] = kernels_after - kernels_before
     if forward_before and server.alive:
-        after = await _forward_seconds(base)
-        record["forward_s"] = {k: round(v - forward_before.get(k, 0.0), 4) for k, v in after.items()}
+        after = await _forward_totals(base)
+        for key in ("forward_s", "passes"):
+            before = forward_before.get(key, {})
+            if after[key]:
+                record[key] = {k: round(v - before.get(k, 0.0), 4) for k, v in after[key].items()}
     ok = [o for o in outcomes if o.success]
     if status == "ok" and len(ok) < len(outcomes):
         # Requests can fail faster than the watchdog looks (a server that died while idle): ask the process.
