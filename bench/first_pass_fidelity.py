@@ -106,6 +106,8 @@ class Pass:
     record: dict[str, Any]
     kernels: int | None
     before: str  # what the server got before its first phase: "-", "prefill warm-up", "+ /freeze_gc"
+    overlap: bool = True  # SGLang's overlap scheduler (its default); off: --disable-overlap-schedule
+    traced: bool = False  # the scheduler probe ran inside the server (a TRACED file says so): timings perturbed
 
     @property
     def tok_s(self) -> float | None:
@@ -118,11 +120,19 @@ def _prepared(warm: dict[str, Any] | None) -> str:
     return "prefill warm-up" + (" + /freeze_gc" if warm.get("gc_frozen") else "")
 
 
+def overlap_scheduler(run: Path) -> bool:
+    """Whether the run's servers ran SGLang's overlap scheduler (the default) or the plain loop."""
+    started = next((r for r in records(run) if r["kind"] == "run"), {})
+    return "--disable-overlap-schedule" not in started.get("extra_args", [])
+
+
 def all_passes(data: Path = DATA) -> list[Pass]:
     """Every non-probe phase, numbered among the runs of the same phase on its server."""
     out: list[Pass] = []
     for run in runs(data):
         times = compile_times(run)
+        overlap = overlap_scheduler(run)
+        traced = (run / "TRACED").exists()
         warm = {r["boot_id"]: r for r in records(run) if r["kind"] == "warm_up"}
         seen: dict[tuple[str, str], int] = {}
         phases = [r for r in records(run) if r["kind"] == "phase" and not is_probe(r)]
@@ -135,7 +145,7 @@ def all_passes(data: Path = DATA) -> list[Pass]:
             seen[key] = seen.get(key, 0) + 1
             shape = f"{r['prompt']}/{r['output']}@{r['concurrency']}"
             out.append(Pass(run.name, str(r["gpu"]), r["ratio"], shape, seen[key], counts[key], r,
-                            kernels_during(r, times), _prepared(warm.get(r["boot_id"]))))
+                            kernels_during(r, times), _prepared(warm.get(r["boot_id"])), overlap, traced))
     return out
 
 
@@ -145,8 +155,9 @@ def repeated_passes(data: Path = DATA) -> list[Pass]:
 
 
 def tuners_regime(passes: Sequence[Pass]) -> list[Pass]:
-    """The passes measured as a study measures a real trial now: prefill warm-up, then /freeze_gc."""
-    return [p for p in passes if p.before.endswith("/freeze_gc")]
+    """The passes measured as a study measures a real trial now: prefill warm-up, then /freeze_gc, on
+    SGLang's default (overlap) scheduler."""
+    return [p for p in passes if p.before.endswith("/freeze_gc") and p.overlap]
 
 
 def _phase_of(r: dict[str, Any], call: str) -> footprint.Phase:
@@ -180,10 +191,10 @@ def gpu_idle_s(record: dict[str, Any]) -> float | None:
 
 def repeat_table(passes: Sequence[Pass], simulator: Any) -> tuple[str, list[tuple[Pass, float]]]:
     lines = [
-        "| run | before the first phase | ratio | phase P/O@C | pass of | real tok/s | kernels compiled during it | "
+        "| run | before the first phase | overlap scheduler | ratio | phase P/O@C | pass of | real tok/s | kernels compiled during it | "
         "real GPU s: prefill / decode | real s with the GPU idle | prefill batches: real / sim | "
         "decode passes: real / sim | retractions: real / sim | sim tok/s (simulated) | sim vs this pass |",
-        "|---|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     errors: list[tuple[Pass, float]] = []
     sims: dict[tuple[float, str], Any] = {}
@@ -195,18 +206,18 @@ def repeat_table(passes: Sequence[Pass], simulator: Any) -> tuple[str, list[tupl
         sim = sims[key]
         fwd = r.get("forward_s") or {}
         err = (sim.total_tok_s / p.tok_s - 1) if sim.total_tok_s and p.tok_s and r["status"] == "ok" else None
-        if err is not None:
+        if err is not None and not p.traced:  # a traced server's timings are not the server's
             errors.append((p, err))
         counters = r.get("counters") or {}
         idle = gpu_idle_s(r)
         lines.append(
-            f"| {p.run} | {p.before} | {p.ratio:g} | {p.shape} | {p.number} of {p.runs_on_server} | {footprint._f(p.tok_s)} | "
+            f"| {p.run} | {p.before}{' (traced: schedule only)' if p.traced else ''} | {'on' if p.overlap else 'off'} | {p.ratio:g} | {p.shape} | {p.number} of {p.runs_on_server} | {footprint._f(p.tok_s)} | "
             f"{'-' if p.kernels is None else p.kernels} | "
             f"{fwd.get('extend', float('nan')):.2f} / {fwd.get('decode', float('nan')):.2f} | "
             f"{'-' if idle is None else f'{idle:.2f}'} | {len(r['log']['prefill'])} / {footprint._f(sim.prefill_batches)} | "
             f"{footprint._f(real_decode_passes(r))} / {footprint._f(sim.decode_passes)} | "
             f"{footprint._f(counters.get('sglang:num_retracted_requests_total'))} / {footprint._f(sim.retractions)} | "
-            f"{footprint._f(sim.total_tok_s)} | {'—' if err is None else f'{err:+.1%}'} |")
+            f"{footprint._f(sim.total_tok_s)} | {'—' if err is None else f'{err:+.1%}'}{' (not counted)' if p.traced else ''} |")
     return "\n".join(lines), errors
 
 
@@ -222,6 +233,8 @@ def cross_node(data: Path = DATA, grid: Path = GRID) -> dict[str, dict[float, li
             out.setdefault(p.shape, {}).setdefault(p.ratio, []).append(p.total_tok_s)
     repeated = {(p.record["boot_id"], p.record["phase"]) for p in repeated_passes(data)}
     for run in runs(data):
+        if not overlap_scheduler(run) or (run / "TRACED").exists():
+            continue  # another scheduler than the grid's, or a traced one: not the same measurement
         for r in records(run):
             if r["kind"] != "phase" or is_probe(r) or r["status"] != "ok" or (r["boot_id"], r["phase"]) in repeated:
                 continue
@@ -315,7 +328,9 @@ def build_report(data: Path = DATA, grid: Path = GRID) -> str:
         regime = set(map(id, tuners_regime([p for p, _ in errors])))
         out += [f"Throughput within {TARGET:.0%} of real: {within(errors)} passes; during which the node compiled no kernel: "
                 f"{within([(p, e) for p, e in errors if p.kernels == 0])}; measured as a study now measures a real "
-                f"trial (prefill warm-up, then /freeze_gc): {within([(p, e) for p, e in errors if id(p) in regime])}.", ""]
+                f"trial (prefill warm-up, then /freeze_gc): {within([(p, e) for p, e in errors if id(p) in regime])}; "
+                f"with the overlap scheduler off (the loop the simulator models): "
+                f"{within([(p, e) for p, e in errors if not p.overlap])}.", ""]
     shapes = {s: v for s, v in cross_node(data, grid).items() if any(len(x) >= 2 for x in v.values())}
     table, verdicts = cross_node_table(shapes, simulator, grid_phases)
     out += ["## Flat shapes on two nodes: the grid (calls 1-2) and call 3", "", cross_node_rows(shapes), "", table, ""]

@@ -45,12 +45,16 @@ def test_decode_passes_take_the_prefill_batches_out_of_the_all_mode_pass_count(b
     record["passes"] = {"prefill_none": 218.0, "decode_cuda_graph": 300.0, "decode_none": 2.0}  # the grid's by-mode record
     assert bench.real_decode_passes(record) == 302
     assert bench.gpu_idle_s({"elapsed_s": 18.0, "forward_s": {"extend": 13.0, "decode": 3.5}}) == pytest.approx(1.5)
-    # On the data: the simulator's decode passes are within 4 % of real SGLang's on every pass of the chat storm.
+    # On the data: the simulator's decode passes are within 6 % of real SGLang's on every pass of the chat storm,
+    # overlap scheduler on or off.
     sim = bench.footprint.Simulator(bench.footprint.load(bench.GRID)[0])
+    seen = set()
     for p in bench.all_passes(DATA):
         if p.shape == "1024/128@64":
+            seen.add(p.overlap)
             simulated = sim.run(p.ratio, bench._phase_of(p.record, p.run)).decode_passes
-            assert abs(simulated / bench.real_decode_passes(p.record) - 1) < 0.04, (p.ratio, simulated)
+            assert abs(simulated / bench.real_decode_passes(p.record) - 1) < 0.06, (p.ratio, simulated)
+    assert seen == {True, False}
 
 
 def test_every_probe_is_one_prefill_batch_at_a_time(bench):

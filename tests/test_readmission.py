@@ -176,3 +176,34 @@ def test_an_admitted_request_reserves_its_whole_max_new_tokens_outputs_kept_or_n
         assert batch[1:] == []  # 0.5.23: transient SWA pressure, Q waits for the next round
     # With 100 more SWA slots Q fits whole in both releases.
     assert round_with_a_readmitted_request(version, swa_tokens=2800)[1:] == [("Q", 2000, True)]
+
+
+@pytest.mark.parametrize("version", ["0.5.17", "0.5.23"])
+def test_a_second_truncated_request_ends_the_first_ones_prefill_where_it_was_cut(version: str) -> None:
+    # SGLang tracks one chunked request per round (`adder.new_chunked_req`), but a chunk cut by SWA room
+    # leaves budget, so the round goes on; a second request cut the same way replaces the first as the
+    # chunked one, and the first is treated as prefilled: it decodes from a partial prompt (measured on
+    # real 0.5.17: a request cut at 863 tokens got its next output token and was retracted holding 864).
+    from autotune.pools.footprint import release_rules
+    from autotune.sim.scheduler import Scheduler, SchedulerConfig
+
+    rules = release_rules(version)
+    s = Scheduler(SchedulerConfig(
+        full_tokens=100_000, swa_tokens=1000, window=W, rules=rules,
+        fixed_length_full_reservation=rules.fixed_length_full_reservation,
+        shrink_chunk_on_transient_swa_pressure=rules.shrink_chunk_on_transient_swa_pressure,
+    ), engine(version).timing)
+    a = SimRequest(rid="A", prompt_len=1000, max_new_tokens=128, arrival_s=0.0, generated=80, fill_len=1080)
+    b = SimRequest(rid="B", prompt_len=1000, max_new_tokens=128, arrival_s=0.0, generated=100, fill_len=1100)
+    s.add(a)
+    s.add(b)
+    # A needs more SWA than the pool holds: its chunk is what is left above its 48-token decode headroom,
+    # 1000 - (48 + 1) = 951, which reserves 952. B then gets 48 - (28 + 1) = 19 and becomes the chunked one.
+    report = s.step(0.0)
+    assert report.kind == "prefill" and report.new_tokens == 951 + 19
+    assert s.chunked is b and b.prefilled == 19
+    assert a in s.running and a.prefilled == a.kv_len == a.fill_len == 951 and a.generated == 81
+    # A retraction re-queues A with its whole fill again (prompt + kept output).
+    s._retract(a)
+    s.running.remove(a)
+    assert a.fill_len == 1000 + 81 and a.prefilled == 0

@@ -177,6 +177,13 @@ def test_decode_out_of_memory_retracts_and_requeues() -> None:
     # while the exported counters count each request once, as SGLang's do.
     assert c.prefill_tokens_computed > 60 * 1000
     assert c.prompt_tokens == 60 * 1000 and c.requests == 60
+    # Each retraction costs the profile's retraction overhead on top of the step's forward.
+    overhead = e.timing.retraction_overhead_s
+    assert overhead == pytest.approx(H100.retraction_overhead_ms / 1e3) and overhead > 0
+    steps = [report for report in reports if report.kind == "decode"]
+    plain = min(r.duration_s for r in steps if not r.retracted and r.batch_size == 4)
+    with_one = [r for r in steps if len(r.retracted) == 1 and r.batch_size == 4]
+    assert with_one and all(r.duration_s - plain == pytest.approx(overhead, abs=2e-3) for r in with_one)
 
 
 # -- the user's phenomena: gemma-4-31B-it on the B200 profile, page 64 (docs/reference/seed.md) ---------------
@@ -226,3 +233,29 @@ def test_seed_summarization_at_08_is_full_bound(summarization_runs) -> None:
 
 def test_simulated_results_are_labelled(chat_runs) -> None:
     assert chat_runs[0.15].simulated is True
+
+
+def test_a_request_reaches_the_scheduler_an_ingress_after_its_send() -> None:
+    lone = random_ids_workload("lone", 1, 1024, 4, range_ratio=1.0, seed=3, arrival=MaxConcurrency(1), warmup=0)
+    base = dict(model=M26, gpu=H100, swa_full_tokens_ratio=1.0, kv_budget_bytes=pinned_budget(5.0).bytes)
+    prefill_s = SimEngine(SimServerConfig(**base)).timing.prefill_step_s
+    from autotune.sim.timing import PrefillChunk
+
+    step = prefill_s([PrefillChunk(extend_len=1024, prefix_len=0)])
+    for ingress in (0.0, 0.004, 0.05):
+        result = simulate(lone, SimServerConfig(**base, request_ingress_s=ingress))
+        assert result.outcomes[0].ttft_s == pytest.approx(ingress + step)
+
+
+def test_a_request_sent_at_a_finish_misses_the_step_scheduled_at_that_finish() -> None:
+    # Closed loop, one slot: the second request is sent the instant the first finishes. With no ingress it is
+    # prefilled at that very instant; with one, the scheduler idles until it arrives (real SGLang schedules
+    # the next step before the client's next request can reach it).
+    work = random_ids_workload("loop", 2, 512, 8, range_ratio=1.0, seed=4, arrival=MaxConcurrency(1), warmup=0)
+    base = dict(model=M26, gpu=H100, swa_full_tokens_ratio=1.0, kv_budget_bytes=pinned_budget(5.0).bytes)
+    gaps = {}
+    for ingress in (0.0, 0.004):
+        first, second = simulate(work, SimServerConfig(**base, request_ingress_s=ingress)).outcomes
+        assert second.start_s == pytest.approx(first.start_s + first.e2e_s)  # sent at the finish
+        gaps[ingress] = second.ttft_s
+    assert gaps[0.004] == pytest.approx(gaps[0.0] + 0.004)

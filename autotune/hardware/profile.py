@@ -55,6 +55,9 @@ class GPUProfile:
     # Prefill steps with prefill CUDA graphs off (--disable-prefill-cuda-graph): eager kernels launch
     # one by one, a fixed cost far above the graphed step's. None: the same as prefill_step_overhead_ms.
     eager_prefill_step_overhead_ms: float | None = None
+    # Wall time a retracted request costs beyond the simulated forwards: SGLang's overlap scheduler re-admits it
+    # in extra small prefill forwards and does host work the overlap does not hide. 0: not measured.
+    retraction_overhead_ms: float = 0.0
 
     @property
     def memory_bytes(self) -> int:
@@ -87,7 +90,8 @@ def _profile_from_dict(name: str, data: dict[str, Any], source: str) -> GPUProfi
     unknown = sorted(set(data) - known - {"aliases"})
     if unknown:
         raise ValueError(f"GPU profile {name!r} ({source}): unknown keys {unknown}; known keys: {sorted(known)}")
-    missing = sorted(known - set(data) - {"prefill_attention_windowed", "eager_prefill_step_overhead_ms"})
+    missing = sorted(known - set(data) - {"prefill_attention_windowed", "eager_prefill_step_overhead_ms",
+                                          "retraction_overhead_ms"})
     if missing:
         raise ValueError(f"GPU profile {name!r} ({source}): missing keys {missing}")
     values = dict(data)

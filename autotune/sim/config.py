@@ -21,6 +21,12 @@ from autotune.sim.request import floor_page
 
 DEFAULT_MAX_PREFILL_TOKENS = 16384
 DEFAULT_DECODE_LOG_INTERVAL = 40
+# From a client's send to the scheduler's waiting queue: HTTP, the tokenizer manager, the IPC hop. Estimated:
+# a lone prompt's time to first token on real SGLang 0.5.17 exceeds its GPU time by about 8 ms (H200 prefill
+# probes, docs/real-gpu/first-pass.md), ingress being part of that. What matters more than the number is that it
+# is not zero: a request sent when another finishes misses the step scheduled at that finish (measured: a
+# retracted request re-prefilled alone before the next wave's prompts reached the queue, footprint.md).
+DEFAULT_REQUEST_INGRESS_S = 0.004
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class SimServerConfig:
     sglang_version: str = EMULATED_SGLANG_VERSION  # the release whose scheduler rules to follow
     prefill_cuda_graph: bool = True  # False: --disable-prefill-cuda-graph / --disable-cuda-graph (eager prefill)
     dummy_weights: bool = False  # --load-format dummy: random MoE routing, timed as measured (sim/timing.py)
+    # In-process replays (sim/run.py) delay each request by this much between its send and the scheduler; the
+    # HTTP simulated server has a real network path instead.
+    request_ingress_s: float = DEFAULT_REQUEST_INGRESS_S
 
     @property
     def rules(self) -> ReleaseRules:

@@ -106,11 +106,15 @@ def _drive(
         heapq.heappush(finished_events, (req.finish_s or now, id(req)))
 
     engine.scheduler.on_finish = on_finish
+    ingress = engine.config.request_ingress_s
+    inbound: list[tuple[float, int, SimRequest]] = []  # sent, not yet in the scheduler's queue
     while True:
         for send_s, spec in client.due(now):
             req = SimRequest(rid=str(spec.index), prompt_len=spec.prompt_len, max_new_tokens=spec.output_len, arrival_s=send_s)
             live[spec.index] = req
-            engine.add(req)
+            heapq.heappush(inbound, (send_s + ingress, spec.index, req))
+        while inbound and inbound[0][0] <= now:
+            engine.add(heapq.heappop(inbound)[2])
         try:
             report = engine.step(now)
         except DeviceAssert as crash:  # the server process dies: every request in flight fails
@@ -123,9 +127,10 @@ def _drive(
         if report.log_line:
             logs.append(report.log_line)
         if report.kind == "idle":
-            if engine.idle and not client.pending:
+            if engine.idle and not client.pending and not inbound:
                 break
-            wake = client.next_time()
+            wakes = [t for t in (client.next_time(), inbound[0][0] if inbound else None) if t is not None]
+            wake = min(wakes) if wakes else None
             if not engine.idle or wake is None:
                 # Requests wait but none can be admitted and none runs to free memory: SGLang
                 # spins here forever (the hang the start-up refusal exists to prevent).

@@ -331,7 +331,9 @@ class Scheduler:
 
         new_chunked: SimRequest | None = None
         locked: SimRequest | None = None  # the head's prefix hit, locked while admission checks it
-        while self.waiting and new_chunked is None and not chunk_pending:
+        # A round goes on after a truncated request while budget remains: with a chunk cut by SWA room (not by
+        # the chunk budget) the next request can be admitted too (PrefillAdder.budget_state, both releases).
+        while self.waiting and not chunk_pending:
             if len(self.running) + len(batch) >= cfg.max_running_requests:
                 break
             if not budget.has_capacity() or rem_input <= 0 or rem_chunk <= 0:
@@ -381,6 +383,8 @@ class Scheduler:
                     break
                 self.waiting.popleft()
                 locked = None
+                if new_chunked is not None:
+                    self._end_prefill_truncated(batch, new_chunked)
                 batch.append((req, extend, False))
                 new_chunked = req
                 budget.reserve(extend, 0, chunk_limit)
@@ -391,6 +395,18 @@ class Scheduler:
         if new_chunked is not None:
             self.chunked = new_chunked
         return batch
+
+    @staticmethod
+    def _end_prefill_truncated(batch: list[tuple[SimRequest, int, bool]], req: SimRequest) -> None:
+        """A second truncated request in one round becomes the scheduler's chunked request
+        (`adder.new_chunked_req` is overwritten), so the first one's prefill ends with this chunk: it joins the
+        running batch and decodes from a partial prompt (SGLang 0.5.17 under transient SWA pressure, measured:
+        a request so cut held 803 tokens when it was retracted, footprint of a 1,024-token prompt). A
+        retraction re-queues it with its whole prompt again."""
+        at = next(i for i, (r, _, _) in enumerate(batch) if r is req)
+        extend = batch[at][1]
+        batch[at] = (req, extend, True)
+        req.fill_len = req.prefilled + extend
 
     def _lock_prefix(self, req: SimRequest) -> bool:
         """match_prefix at re-admission: lock what the tree still holds of the fill (§4)."""
@@ -524,8 +540,10 @@ class Scheduler:
         whole = math.ceil(per_step)  # the most any request can get this step
         retracted = self._retract_if_needed(whole)
         self._track_new_token_ratio(retracted)
+        # What a retraction costs the server beyond the forwards simulated here (GPUProfile.retraction_overhead_ms).
+        retraction_s = self.timing.retraction_overhead_s * len(retracted)
         if not self.running:  # everything was retracted: nothing to decode, the next step prefills
-            return StepReport("retract", now, 0.0, 0, retracted=tuple(retracted))
+            return StepReport("retract", now, retraction_s, 0, retracted=tuple(retracted))
         if not self._decode_fits(self.running, whole):
             # retract_decode: the last request cannot decode even alone; SGLang aborts it.
             aborted = tuple(self.running)
@@ -540,7 +558,7 @@ class Scheduler:
             full_kv_tokens=sum(r.kv_len for r in self.running),
             swa_kv_tokens=sum(min(r.kv_len, window) if window else r.kv_len for r in self.running),
         )
-        duration = self.timing.decode_step_s(batch)
+        duration = self.timing.decode_step_s(batch) + retraction_s
         end = now + duration
         finished: list[SimRequest] = []
         emitted = 0
