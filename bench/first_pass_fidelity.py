@@ -235,9 +235,12 @@ def cross_node(data: Path = DATA, grid: Path = GRID) -> dict[str, dict[float, li
     for run in runs(data):
         if not overlap_scheduler(run) or (run / "TRACED").exists():
             continue  # another scheduler than the grid's, or a traced one: not the same measurement
+        warmed = {r["boot_id"] for r in records(run) if r["kind"] == "warm_up" and r.get("prefill_warmup")}
         for r in records(run):
             if r["kind"] != "phase" or is_probe(r) or r["status"] != "ok" or (r["boot_id"], r["phase"]) in repeated:
                 continue
+            if r["boot_id"] in warmed:
+                continue  # measured after the prefill warm-up: not the grid's first-pass measurement
             shape = f"{r['prompt']}/{r['output']}@{r['concurrency']}"
             if shape in out:
                 out[shape].setdefault(r["ratio"], []).append(r["total_tok_s"])
@@ -317,7 +320,7 @@ def build_report(data: Path = DATA, grid: Path = GRID) -> str:
     if probe_ratios:
         out += [f"Simulated step time / real GPU time per batch over {len(probe_ratios)} probes: "
                 f"x{min(probe_ratios):.2f} .. x{max(probe_ratios):.2f} (median x{statistics.median(probe_ratios):.2f}).", ""]
-    passes = [p for p in all_passes(data) if p.runs_on_server > 1 or p.before != "-" and p.shape == "1024/128@64"]
+    passes = [p for p in all_passes(data) if p.runs_on_server > 1 or p.before != "-"]
     table, errors = repeat_table(passes, simulator)
     out += ["## Passes: the chat shape run back to back on one server, and as the tuner now measures", "", table, ""]
 
