@@ -33,7 +33,6 @@ Times are whatever clock the caller uses (virtual seconds in-process, wall secon
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ from typing import Callable
 from autotune.pools.footprint import ReleaseRules, decode_free_to, insert_nodes, locked_tail, release_rules
 from autotune.sim.pool import Arena, DeviceAssert, TokenPool, arena_pools
 from autotune.sim.request import CLIP_MAX_NEW_TOKENS, SimRequest, ceil_page, floor_page
+from autotune.sim.round_budget import RoundBudget, reserved_new_tokens
+from autotune.sim.tree_lru import TreeLRU
 from autotune.sim.timing import DecodeBatch, PrefillChunk, TimingModel
 
 
@@ -125,128 +126,6 @@ class Counters:
     prefill_steps: int = 0
 
 
-@dataclass
-class _Budget:
-    """PrefillBudget/SWAPrefillBudget for one round: live pools minus this round's reservations."""
-
-    full: TokenPool
-    swa: TokenPool | None
-    page: int
-    window: int | None
-    total_offset: float = 0.0
-    current_offset: float = 0.0
-    swa_offset: float = 0.0
-    arena: Arena | None = None  # 0.5.23's unified memory: the joint byte budget applies too
-
-    def joint_fits(self, full_tokens: float, swa_tokens: float) -> bool:
-        """SharedSWAPrefillBudget._fits: this round's full and SWA reservations in the same bytes."""
-        if self.arena is None:
-            return True
-        return self.arena.fits(full_tokens + self.total_offset, swa_tokens + self.swa_offset)
-
-    def joint_room(self) -> int:
-        """The largest chunk whose full and SWA slots both fit the joint budget (_joint_chunk_cap, roughly)."""
-        if self.arena is None:
-            return 1 << 60
-        a = self.arena
-        free = a.reclaimable_bytes() - self.total_offset * a.full_bytes - self.swa_offset * a.swa_bytes
-        return int(free // (a.full_bytes + a.swa_bytes)) - self.page
-
-    @property
-    def remaining_total(self) -> float:
-        return self.full.free_or_evictable - self.total_offset
-
-    @property
-    def remaining_current(self) -> float:
-        return self.full.free_or_evictable - self.current_offset
-
-    @property
-    def remaining_swa(self) -> float:
-        return (self.swa.free_or_evictable - self.swa_offset) if self.swa else float("inf")
-
-    def swa_tokens(self, extend: int, max_new: int, chunk_limit: int | None) -> int:
-        """prefill_budget.estimate_swa_kv_tokens: the SWA peak one request may reach."""
-        if not self.window:
-            return extend + max_new + self.page
-        allocated = extend if chunk_limit is None else min(extend, chunk_limit)
-        return max(allocated - self.window, 0) + min(extend + max_new, self.window) + self.page
-
-    def has_capacity(self) -> bool:
-        return self.remaining_total > 0 and self.remaining_current > 0 and self.remaining_swa > 0
-
-    def reserve(self, extend: int, max_new: int, chunk_limit: int | None) -> None:
-        extend = ceil_page(extend, self.page)
-        immediate = extend + self.page
-        self.total_offset += immediate + max_new
-        self.current_offset += immediate
-        if self.swa:
-            self.swa_offset += self.swa_tokens(extend, max_new, chunk_limit)
-
-
-def _reserved_new_tokens(req: SimRequest) -> int:
-    """What a prefill that completes a request reserves for its decode, in both releases: all of its
-    (clipped) max_new_tokens, outputs already made before a retraction included
-    (_update_prefill_budget's `min(max_new_tokens, CLIP_MAX_NEW_TOKENS)`), while the admission check
-    itself uses only the outputs still to come. A re-admitted request so leaves less room to the rest
-    of its round than its gate asked for (measured: the storm's re-admission chunks, first-pass.md)."""
-    return min(req.max_new_tokens, CLIP_MAX_NEW_TOKENS)
-
-
-class _TreeLRU:
-    """The radix tree's evictable part of one pool, as segments aged by their last insert.
-
-    Tree eviction (evict_from_tree_cache) takes the least recently used leaves first; here a
-    segment is one insert's or one release's evictable tokens. `owner` marks a retracted request's
-    cached prefix: evicting any of it loses the request's prefix hit.
-    """
-
-    def __init__(self, pool: TokenPool) -> None:
-        self.pool = pool
-        self.seen = pool.evicted_total
-        self.heap: list[list] = []  # [age, seq, tokens, owner]
-        self.seq = 0
-
-    def add(self, tokens: int, age: int, owner: SimRequest | None = None) -> list | None:
-        if tokens <= 0:
-            return None
-        self.seq += 1
-        entry = [age, self.seq, tokens, owner]
-        heapq.heappush(self.heap, entry)
-        return entry
-
-    def sync(self) -> None:
-        """Account for whatever the pool evicted since the last call, oldest segments first."""
-        tokens, self.seen = self.pool.evicted_total - self.seen, self.pool.evicted_total
-        while tokens > 0 and self.heap:
-            entry = self.heap[0]
-            take = min(entry[2], tokens)
-            entry[2] -= take
-            tokens -= take
-            owner = entry[3]
-            if owner is not None:
-                owner.cached_len = owner.cached_full = owner.cached_swa = 0  # the prefix hit is lost
-                owner.cached_nodes = []
-            if entry[2] <= 0:
-                heapq.heappop(self.heap)
-
-    def evict(self, tokens: int) -> None:
-        """Evict `tokens` cached tokens now (retract_decode's evict_from_tree_cache)."""
-        tokens = min(tokens, self.pool.evictable)
-        if tokens > 0:
-            self.pool.evictable -= tokens
-            self.pool.evicted_total += tokens
-            self.sync()
-
-    def take(self, entry: list | None) -> int:
-        """A re-admitted request locks its cached prefix again: out of the evictable part."""
-        if entry is None or entry[2] <= 0:
-            return 0
-        tokens, entry[2] = entry[2], 0  # left in the heap, empty: eviction skips past it
-        self.pool.evictable -= tokens
-        self.pool.used += tokens
-        return tokens
-
-
 class Scheduler:
     def __init__(self, config: SchedulerConfig, timing: TimingModel) -> None:
         self.config = config
@@ -270,8 +149,8 @@ class Scheduler:
         self.last_decode_log: str | None = None
         self.new_token_ratio = config.init_new_token_ratio
         self.forward_ct = 0  # forwards run so far (0.5.17's decode eviction keys on it; the tree's LRU clock)
-        self.full_tree = _TreeLRU(self.full)
-        self.swa_tree = _TreeLRU(self.swa) if self.swa is not None else None
+        self.full_tree = TreeLRU(self.full)
+        self.swa_tree = TreeLRU(self.swa) if self.swa is not None else None
         self._cached_entries: dict[int, list] = {}  # id(retracted request) -> its prefix's LRU entries
         self._hits: dict[int, int] = {}  # id(request admitted this round) -> its prefix hit
 
@@ -303,7 +182,7 @@ class Scheduler:
         cfg = self.config
         if len(self.running) >= cfg.max_running_requests and self.chunked is None:
             return []
-        budget = _Budget(self.full, self.swa, cfg.page_size, self.window,
+        budget = RoundBudget(self.full, self.swa, cfg.page_size, self.window,
                          arena=self.arena if cfg.joint_admission else None)
         for r in self.running:
             ratio = 1.0 if r.ignore_eos and cfg.fixed_length_full_reservation else self.new_token_ratio
@@ -323,7 +202,7 @@ class Scheduler:
             chunk_pending = extend < left
             if extend > 0:
                 batch.append((req, extend, not chunk_pending))
-                budget.reserve(extend, 0 if chunk_pending else _reserved_new_tokens(req), rem_chunk)
+                budget.reserve(extend, 0 if chunk_pending else reserved_new_tokens(req), rem_chunk)
                 rem_input -= ceil_page(extend, cfg.page_size)
                 rem_chunk -= ceil_page(extend, cfg.page_size)
             if not chunk_pending:
@@ -373,7 +252,7 @@ class Scheduler:
                 self.waiting.popleft()
                 locked = None
                 batch.append((req, extend, True))
-                budget.reserve(extend, _reserved_new_tokens(req), chunk_limit)
+                budget.reserve(extend, reserved_new_tokens(req), chunk_limit)
             else:
                 room = min(chunk_limit, int(budget.remaining_total), budget.joint_room())
                 if self.swa is not None:

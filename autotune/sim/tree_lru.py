@@ -1,0 +1,63 @@
+"""The radix tree's evictable part of one pool, as the simulator ages it for eviction."""
+
+from __future__ import annotations
+
+import heapq
+
+from autotune.sim.pool import TokenPool
+from autotune.sim.request import SimRequest
+
+
+class TreeLRU:
+    """The radix tree's evictable part of one pool, as segments aged by their last insert.
+
+    Tree eviction (evict_from_tree_cache) takes the least recently used leaves first; here a
+    segment is one insert's or one release's evictable tokens. `owner` marks a retracted request's
+    cached prefix: evicting any of it loses the request's prefix hit.
+    """
+
+    def __init__(self, pool: TokenPool) -> None:
+        self.pool = pool
+        self.seen = pool.evicted_total
+        self.heap: list[list] = []  # [age, seq, tokens, owner]
+        self.seq = 0
+
+    def add(self, tokens: int, age: int, owner: SimRequest | None = None) -> list | None:
+        if tokens <= 0:
+            return None
+        self.seq += 1
+        entry = [age, self.seq, tokens, owner]
+        heapq.heappush(self.heap, entry)
+        return entry
+
+    def sync(self) -> None:
+        """Account for whatever the pool evicted since the last call, oldest segments first."""
+        tokens, self.seen = self.pool.evicted_total - self.seen, self.pool.evicted_total
+        while tokens > 0 and self.heap:
+            entry = self.heap[0]
+            take = min(entry[2], tokens)
+            entry[2] -= take
+            tokens -= take
+            owner = entry[3]
+            if owner is not None:
+                owner.cached_len = owner.cached_full = owner.cached_swa = 0  # the prefix hit is lost
+                owner.cached_nodes = []
+            if entry[2] <= 0:
+                heapq.heappop(self.heap)
+
+    def evict(self, tokens: int) -> None:
+        """Evict `tokens` cached tokens now (retract_decode's evict_from_tree_cache)."""
+        tokens = min(tokens, self.pool.evictable)
+        if tokens > 0:
+            self.pool.evictable -= tokens
+            self.pool.evicted_total += tokens
+            self.sync()
+
+    def take(self, entry: list | None) -> int:
+        """A re-admitted request locks its cached prefix again: out of the evictable part."""
+        if entry is None or entry[2] <= 0:
+            return 0
+        tokens, entry[2] = entry[2], 0  # left in the heap, empty: eviction skips past it
+        self.pool.evictable -= tokens
+        self.pool.used += tokens
+        return tokens
