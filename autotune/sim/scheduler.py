@@ -11,7 +11,9 @@ rules kept, each from the reference (docs/reference/sglang.md §4) and the 0.5.2
   where offsets reserve the running requests' remaining output; SWA side
   `max(min(extend, chunk) - window, 0) + min(extend + max_new, window) + page < swa free + evictable
   - this round's SWA reservations`. A request that fails waits (and stops the round: FCFS);
-- chunked prefill: at most one request in chunks; chunk = min(chunk budget, full room, SWA room - page);
+- chunked prefill: one request in chunks; chunk = min(chunk budget, full room, SWA room - page); an admitted
+  request books its whole min(max_new_tokens, 4096); a chunk cut by SWA room leaves budget, so the round goes on,
+  and a second cut request ends the first one's prefill where it was cut (0.5.17, traced on the real server);
 - a request's SWA footprint follows autotune/pools/footprint.py, per release (docs/sglang-swa-accounting.md):
   each prefill chunk is inserted into the radix tree, which locks the prompt's last window `L(P)` (used)
   and keeps the older part as evictable cache (0.5.17) or frees it (0.5.23); decode frees only decoded
@@ -19,7 +21,8 @@ rules kept, each from the reference (docs/reference/sglang.md §4) and the 0.5.2
   per-request token trigger, so a running request holds `L(P) + H(j)`, up to about two windows;
 - decode out of memory (checked before the step's eviction): retract (fewest outputs first, then
   longest prompt), re-queue at the back; its held slots are freed, its locked prompt becomes evictable,
-  then the tree evicts until 20 tokens per request still running are free (retract_decode);
+  then the tree evicts until 20 tokens per request still running are free (retract_decode); each retracted
+  request adds the GPU profile's fitted `retraction_overhead_ms` to the step (what the overlap loop adds);
 - re-admission (§4): the retracted request's inserted fill (its prompt, and any output re-prefilled
   before) is a prefix hit while tree eviction has taken none of it, so only the rest is re-prefilled
   and only the rest is charged; the hit is locked again at admission. Tree eviction is modelled as
@@ -279,9 +282,9 @@ class Scheduler:
     def _end_prefill_truncated(batch: list[tuple[SimRequest, int, bool]], req: SimRequest) -> None:
         """A second truncated request in one round becomes the scheduler's chunked request
         (`adder.new_chunked_req` is overwritten), so the first one's prefill ends with this chunk: it joins the
-        running batch and decodes from a partial prompt (SGLang 0.5.17 under transient SWA pressure, measured:
-        a request so cut held 803 tokens when it was retracted, footprint of a 1,024-token prompt). A
-        retraction re-queues it with its whole prompt again."""
+        running batch and decodes from a partial prompt (SGLang 0.5.17 under transient SWA pressure; traced on
+        the real server: a request cut at 863 of its 1,106 tokens got its next token and was retracted holding
+        864). A retraction re-queues it with its whole prompt again."""
         at = next(i for i, (r, _, _) in enumerate(batch) if r is req)
         extend = batch[at][1]
         batch[at] = (req, extend, True)
