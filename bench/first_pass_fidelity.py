@@ -6,8 +6,12 @@ category) and prints:
 
 1. prefill probes: one prefill batch at a time, real GPU milliseconds per batch against the simulator's
    step time for the same batches (autotune/sim/timing.py);
-2. repeats: the same phase run back to back on one server, with the Triton kernels the node compiled
-   during each pass (the cache files' times, `compiles.json`, or the grid's own count), and the simulator;
+2. passes: the same phase run back to back on one server, with the Triton kernels the node compiled
+   during each pass (the cache files' times, `compiles.json`, or the grid's own count), and every phase measured
+   as a study measures (prefill warm-up, `/freeze_gc`): SGLang's overlap loop or, where the run's servers had
+   `--disable-overlap-schedule`, the plain one; real and simulated prefill batches, decode passes and
+   retractions side by side (a run with a TRACED file ran the scheduler probe: its schedule counts, its timings
+   do not);
 3. flat shapes re-measured on another node beside the footprint grid (docs/real-gpu/footprint/), with the
    noise band the two nodes give and the optimum read with it.
 
