@@ -145,18 +145,23 @@ def test_real_0517_storms_get_no_prefix_hit_and_neither_does_the_simulator() -> 
     assert result.outcomes and sum(o.success for o in result.outcomes) == storm.requests
 
 
-def round_with_a_readmitted_request(version: str, swa_tokens: int) -> list[tuple[str, int, bool]]:
-    """One admission round: R, retracted with 100 of its 128 outputs kept (fill 500 + 100), then Q, a
-    fresh 2,000-token prompt, in a SWA pool of `swa_tokens`. Returns (rid, extend, completes) per chunk."""
+def small_scheduler(version: str, swa_tokens: int):
+    """A bare scheduler with the release's rules, a roomy full pool and an SWA pool of `swa_tokens`."""
     from autotune.pools.footprint import release_rules
     from autotune.sim.scheduler import Scheduler, SchedulerConfig
 
     rules = release_rules(version)
-    s = Scheduler(SchedulerConfig(
+    return Scheduler(SchedulerConfig(
         full_tokens=100_000, swa_tokens=swa_tokens, window=W, rules=rules,
         fixed_length_full_reservation=rules.fixed_length_full_reservation,
         shrink_chunk_on_transient_swa_pressure=rules.shrink_chunk_on_transient_swa_pressure,
     ), engine(version).timing)
+
+
+def round_with_a_readmitted_request(version: str, swa_tokens: int) -> list[tuple[str, int, bool]]:
+    """One admission round: R, retracted with 100 of its 128 outputs kept (fill 500 + 100), then Q, a
+    fresh 2,000-token prompt, in a SWA pool of `swa_tokens`. Returns (rid, extend, completes) per chunk."""
+    s = small_scheduler(version, swa_tokens)
     s.add(SimRequest(rid="R", prompt_len=500, max_new_tokens=128, arrival_s=0.0, generated=100, fill_len=600))
     s.add(SimRequest(rid="Q", prompt_len=2000, max_new_tokens=128, arrival_s=0.0))
     return [(req.rid, extend, done) for req, extend, done in s._prefill_batch()]
@@ -184,15 +189,7 @@ def test_a_second_truncated_request_ends_the_first_ones_prefill_where_it_was_cut
     # leaves budget, so the round goes on; a second request cut the same way replaces the first as the
     # chunked one, and the first is treated as prefilled: it decodes from a partial prompt (measured on
     # real 0.5.17: a request cut at 863 tokens got its next output token and was retracted holding 864).
-    from autotune.pools.footprint import release_rules
-    from autotune.sim.scheduler import Scheduler, SchedulerConfig
-
-    rules = release_rules(version)
-    s = Scheduler(SchedulerConfig(
-        full_tokens=100_000, swa_tokens=1000, window=W, rules=rules,
-        fixed_length_full_reservation=rules.fixed_length_full_reservation,
-        shrink_chunk_on_transient_swa_pressure=rules.shrink_chunk_on_transient_swa_pressure,
-    ), engine(version).timing)
+    s = small_scheduler(version, swa_tokens=1000)
     a = SimRequest(rid="A", prompt_len=1000, max_new_tokens=128, arrival_s=0.0, generated=80, fill_len=1080)
     b = SimRequest(rid="B", prompt_len=1000, max_new_tokens=128, arrival_s=0.0, generated=100, fill_len=1100)
     s.add(a)
