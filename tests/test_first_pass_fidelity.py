@@ -72,6 +72,28 @@ def test_the_noise_band_and_the_optimum_read_with_it(bench):
     assert bench.noise_band({1.0: [100.0]}) is None
 
 
+def test_the_one_node_sweep_reads_noise_only_where_the_schedule_was_the_same(bench):
+    sweep = bench.one_node_sweep(DATA)
+    # Every shape of the two calls on one node, at the five ratios they ran.
+    assert {s.ratio for s in sweep["512/384@32"]} == {0.8, 0.7, 0.6, 0.5, 0.4}
+    for points in sweep.values():
+        assert all(s.tok_s > 0 for s in points)
+    # 512/384@32 never binds a pool: the same prefill batches and decode passes at every ratio...
+    assert len({s.schedule for s in sweep["512/384@32"]}) == 1
+    # ...while 2048/256@48 retracts at 0.8 and 0.7: those stay out of the band.
+    bound = [s for s in sweep["2048/256@48"] if s.schedule[2]]
+    assert {s.ratio for s in bound} == {0.8, 0.7}
+    band = bench.same_schedule_band(sweep["2048/256@48"])
+    free = [s.tok_s for s in sweep["2048/256@48"] if not s.schedule[2]]
+    assert band == pytest.approx(max(free) / min(free) - 1) and band < 0.05
+    # A made-up sweep: only the two retraction-free points with one schedule make the band.
+    point = bench.SweepPoint
+    made_up = [point(1.0, 100.0, (6, 768, 0.0), None), point(0.9, 103.0, (6, 768, 0.0), None),
+               point(0.8, 80.0, (6, 768, 5.0), None), point(0.7, 90.0, (7, 770, 0.0), None)]
+    assert bench.same_schedule_band(made_up) == pytest.approx(0.03)
+    assert bench.same_schedule_band(made_up[2:]) is None
+
+
 def test_the_doc_holds_every_line_the_bench_prints(bench):
     doc = (REPO / "docs" / "real-gpu" / "first-pass.md").read_text().splitlines()
     missing = [line for line in bench.build_report(DATA).splitlines() if line and line not in doc]

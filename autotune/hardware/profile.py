@@ -55,9 +55,10 @@ class GPUProfile:
     # Prefill steps with prefill CUDA graphs off (--disable-prefill-cuda-graph): eager kernels launch
     # one by one, a fixed cost far above the graphed step's. None: the same as prefill_step_overhead_ms.
     eager_prefill_step_overhead_ms: float | None = None
-    # Wall time a retracted request costs beyond the simulated forwards: SGLang's overlap scheduler re-admits it
-    # in extra small prefill forwards and does host work the overlap does not hide. 0: not measured.
-    retraction_overhead_ms: float = 0.0
+    # Wall time a decode step that retracts costs beyond the simulated forwards, once per step however many
+    # requests it retracts: host work SGLang's overlap scheduler does not hide there, and the extra small
+    # re-admission forwards the overlap loop runs after it. 0: not measured.
+    retract_step_overhead_ms: float = 0.0
 
     @property
     def memory_bytes(self) -> int:
@@ -91,7 +92,7 @@ def _profile_from_dict(name: str, data: dict[str, Any], source: str) -> GPUProfi
     if unknown:
         raise ValueError(f"GPU profile {name!r} ({source}): unknown keys {unknown}; known keys: {sorted(known)}")
     missing = sorted(known - set(data) - {"prefill_attention_windowed", "eager_prefill_step_overhead_ms",
-                                          "retraction_overhead_ms"})
+                                          "retract_step_overhead_ms"})
     if missing:
         raise ValueError(f"GPU profile {name!r} ({source}): missing keys {missing}")
     values = dict(data)

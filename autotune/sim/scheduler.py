@@ -21,8 +21,8 @@ rules kept, each from the reference (docs/reference/sglang.md §4) and the 0.5.2
   per-request token trigger, so a running request holds `L(P) + H(j)`, up to about two windows;
 - decode out of memory (checked before the step's eviction): retract (fewest outputs first, then
   longest prompt), re-queue at the back; its held slots are freed, its locked prompt becomes evictable,
-  then the tree evicts until 20 tokens per request still running are free (retract_decode); each retracted
-  request adds the GPU profile's fitted `retraction_overhead_ms` to the step (what the overlap loop adds);
+  then the tree evicts until 20 tokens per request still running are free (retract_decode); a step that
+  retracts adds the GPU profile's fitted `retract_step_overhead_ms` once (what the overlap loop adds);
 - re-admission (§4): the retracted request's inserted fill (its prompt, and any output re-prefilled
   before) is a prefix hit while tree eviction has taken none of it, so only the rest is re-prefilled
   and only the rest is charged; the hit is locked again at admission. Tree eviction is modelled as
@@ -422,8 +422,10 @@ class Scheduler:
         whole = math.ceil(per_step)  # the most any request can get this step
         retracted = self._retract_if_needed(whole)
         self._track_new_token_ratio(retracted)
-        # What a retraction costs the server beyond the forwards simulated here (GPUProfile.retraction_overhead_ms).
-        retraction_s = self.timing.retraction_overhead_s * len(retracted)
+        # What a retracting step costs the server beyond the forwards simulated here, once per step: real 0.5.17
+        # storms cost about the same per retracting step from 0.9 down to 0.4, not per retracted request
+        # (GPUProfile.retract_step_overhead_ms, docs/real-gpu/first-pass.md).
+        retraction_s = self.timing.retract_step_overhead_s if retracted else 0.0
         if not self.running:  # everything was retracted: nothing to decode, the next step prefills
             return StepReport("retract", now, retraction_s, 0, retracted=tuple(retracted))
         if not self._decode_fits(self.running, whole):

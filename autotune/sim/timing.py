@@ -117,7 +117,7 @@ class TimingModel:
         self.kv_dtype = kv_dtype
         eager = gpu.eager_prefill_step_overhead_ms
         self.prefill_overhead_s = (gpu.prefill_step_overhead_ms if prefill_cuda_graph or eager is None else eager) / 1e3
-        self.retraction_overhead_s = gpu.retraction_overhead_ms / 1e3
+        self.retract_step_overhead_s = gpu.retract_step_overhead_ms / 1e3
 
         p = model.params
         # One bytes-per-parameter figure for the whole checkpoint (published size / estimated
@@ -198,7 +198,7 @@ class TimingModel:
             "allreduce_latency_us": g.allreduce_latency_us if self.tp > 1 else None,
             "allreduce_busbw_gbs": g.allreduce_busbw_gbs if self.tp > 1 else None,
             "decode_step_overhead_ms": g.decode_step_overhead_ms,
-            "retraction_overhead_ms": g.retraction_overhead_ms,
+            "retract_step_overhead_ms": g.retract_step_overhead_ms,
             "prefill_step_overhead_ms": round(self.prefill_overhead_s * 1e3, 3),
             "spec_accept_length": self.spec_accept_length,
             "spec_draft_tokens": self.draft_tokens if self.spec_accept_length is not None else None,
