@@ -94,6 +94,20 @@ def test_the_one_node_sweep_reads_noise_only_where_the_schedule_was_the_same(ben
     assert bench.same_schedule_band(made_up[2:]) is None
 
 
+def test_a_deep_collapse_runs_the_same_schedule_traced_or_not(bench):
+    # The scheduler probe perturbs timings, not decisions: traced-deep repeats the regrid node's storms at 0.4
+    # and 0.5 batch for batch, so its trace explains the untraced runs.
+    def schedule(p):
+        r = p.record
+        return (len(r["log"]["prefill"]), bench.real_decode_passes(r),
+                r["counters"]["sglang:num_retracted_requests_total"])
+    passes = [p for p in bench.all_passes(DATA) if p.shape == "1024/128@64" and p.ratio in (0.4, 0.5)]
+    traced = {p.ratio: schedule(p) for p in passes if p.run == "traced-deep"}
+    plain = {p.ratio: schedule(p) for p in passes if p.run.startswith("regrid")}
+    assert traced and traced == plain
+    assert all(p.traced for p in passes if p.run == "traced-deep")
+
+
 def test_the_doc_holds_every_line_the_bench_prints(bench):
     doc = (REPO / "docs" / "real-gpu" / "first-pass.md").read_text().splitlines()
     missing = [line for line in bench.build_report(DATA).splitlines() if line and line not in doc]
