@@ -28,7 +28,8 @@ from optuna.trial import TrialState
 
 from autotune.hardware import load_gpu
 from autotune.models import load_model
-from autotune.study.controller import run_study, storage_for
+from autotune.study.controller import run_study
+from autotune.study.storage import storage_for
 from autotune.study.objective import Objective
 from autotune.study.plan import build_plan
 from autotune.study.trial_attrs import ATTR_FINAL, ATTR_RESULT

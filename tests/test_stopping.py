@@ -20,7 +20,8 @@ from autotune.hardware import load_gpu
 from autotune.measure.serving_metrics import summarize
 from autotune.models import load_model
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO
-from autotune.study.controller import measured_points, run_study, storage_for
+from autotune.study.controller import measured_points, run_study
+from autotune.study.storage import storage_for
 from autotune.study.objective import Objective
 from autotune.study.plan import build_plan
 from autotune.study.stopping import BRACKETED, FLAT, NoiseBand, Point, judge, noise_band, points_from

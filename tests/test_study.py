@@ -34,7 +34,8 @@ from autotune.models import load_model
 from autotune.pools import KVGeometry, WorkloadShape, analytic_optimum, default_chunked_prefill_size, estimate_budget
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO
 from autotune.store import Store
-from autotune.study.controller import _trial_spec, open_study, run_study, storage_for
+from autotune.study.controller import _trial_spec, open_study, run_study
+from autotune.study.storage import storage_for
 from autotune.study.objective import Objective
 from autotune.study.plan import build_plan
 from autotune.study.trial_attrs import ATTR_FINAL, ATTR_OWNER, ATTR_RESULT
@@ -544,7 +545,8 @@ def test_try_ratios_run_once_even_when_the_default_is_already_queued(tmp_path) -
     (a waiting trial keeps its ratio in system_attrs, not params: the real study ran it twice)."""
     import optuna
 
-    from autotune.study.controller import _enqueue_tries, open_study, storage_for
+    from autotune.study.controller import _enqueue_tries, open_study
+    from autotune.study.storage import storage_for
 
     plan = _plan_for_try(tmp_path)
     storage = storage_for(f"sqlite:///{tmp_path}/try.db")

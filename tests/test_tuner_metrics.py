@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from autotune.hardware import load_gpu
 from autotune.tuner_metrics import MetricsPortInUse, TunerMetrics, study_event_hook
 from autotune.models import load_model
-from autotune.study.controller import run_study, storage_for
+from autotune.study.controller import run_study
+from autotune.study.storage import storage_for
 from autotune.study.objective import Objective
 from autotune.study.plan import build_plan
 from workers.sim_fast import InProcessRunner

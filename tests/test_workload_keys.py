@@ -12,7 +12,8 @@ def test_a_study_resumes_only_on_the_traffic_it_was_created_with(tmp_path):
     """A mix's name keys its study: edited in place, it is refused instead of mixing two traffics in one study."""
     from autotune.hardware import load_gpu
     from autotune.models import load_model
-    from autotune.study.controller import open_study, storage_for, with_slo
+    from autotune.study.controller import open_study, with_slo
+    from autotune.study.storage import storage_for
     from autotune.study.plan import build_plan
 
     def plan_for(mix_file):

@@ -35,7 +35,8 @@ from autotune.pools.modes import UNIFIED
 from autotune.study.backend import choose_backend
 from autotune.study.modes import parse_modes, run_mode_trials
 from autotune.study.server_budget import remember_server_memory, with_measured_budget
-from autotune.study.controller import run_study, storage_for, with_slo
+from autotune.study.controller import run_study, with_slo
+from autotune.study.storage import storage_for
 from autotune.study.plan import (
     DEFAULT_GRACE_S,
     DEFAULT_HEARTBEAT_S,
@@ -284,7 +285,7 @@ def run_command(
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say what matters
     # Ask-and-tell with heartbeats is what Optuna's experimental/heartbeat warnings are about; we
-    # record heartbeats ourselves (controller._Heartbeat), so they only add noise to the terminal.
+    # record heartbeats ourselves (storage.TrialHeartbeat), so they only add noise to the terminal.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     # With --json, stdout carries the JSON alone; what people read goes to stderr.

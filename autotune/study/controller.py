@@ -10,15 +10,11 @@ enqueues them again, so a resumed study neither loses nor repeats finished trial
 from __future__ import annotations
 
 import dataclasses
-
-import os
-import socket
-import threading
 import time
 from typing import Any, Callable
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 
 from autotune.hardware.profile import GIB
@@ -26,8 +22,9 @@ from autotune.pools.check import PoolCheck, check_layout
 from autotune.measure.serving_metrics import SLO
 from autotune.study.objective import RETRY, Objective
 from autotune.sglang_facts import DEFAULT_RATIO, RATIO, to_flag
-from autotune.study.plan import ASKED_FOR, DEFAULT_GRACE_S, DEFAULT_HEARTBEAT_S, Outcome, StudyPlan, TrialPoint
+from autotune.study.plan import ASKED_FOR, Outcome, StudyPlan, TrialPoint
 from autotune.study.cold import cold_trials, superseded, to_remeasure
+from autotune.study.storage import TrialHeartbeat, check_heartbeat, owner, owner_dead
 from autotune.study.stopping import CEILING, RUN_ALL, NoiseBand, Point, Verdict, judge, noise_band, points_from
 from autotune.study.trial_attrs import (
     ATTR_CONSTRAINTS,
@@ -51,75 +48,7 @@ from workers.early_stop import EarlyStop
 from workers.spec import COMPILE_CACHES, ServerSpec
 from workers.trial import TrialResult, TrialSpec
 
-MAX_RETRY = 3
 MAX_REPEATS = 2  # extra runs for the noise band per study: SGLang's default and the best, once each
-
-
-def storage_for(url: str, *, heartbeat_s: int = DEFAULT_HEARTBEAT_S, grace_s: int = DEFAULT_GRACE_S) -> RDBStorage:
-    """Optuna's storage at `url`, with the heartbeat the plans that run on it use (StudyPlan.heartbeat_s, .grace_s)."""
-    return RDBStorage(
-        url,
-        heartbeat_interval=heartbeat_s,
-        grace_period=grace_s,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-    )
-
-
-def _check_heartbeat(plan: StudyPlan, storage: optuna.storages.BaseStorage) -> None:
-    """Optuna expires trials by the storage's grace period, the loop waits by the plan's: they must agree."""
-    if isinstance(storage, RDBStorage) and (storage.heartbeat_interval, storage.grace_period) != (plan.heartbeat_s, plan.grace_s):
-        raise ValueError(
-            f"the storage's heartbeat ({storage.heartbeat_interval} s, grace {storage.grace_period} s) is not the plan's "
-            f"({plan.heartbeat_s} s, grace {plan.grace_s} s): open it with storage_for(url, heartbeat_s=..., grace_s=...)"
-        )
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _owner_dead(owner: str | None) -> bool:
-    if not owner or ":" not in owner:
-        return False
-    host, pid = owner.rsplit(":", 1)
-    if host != socket.gethostname():
-        return False  # another machine's tuner: its heartbeat will tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError):
-        return False
-    return False
-
-
-class _Heartbeat(threading.Thread):
-    """Records Optuna heartbeats for the trials this tuner is running (ask-and-tell has no
-    `optimize()` to do it), so a killed tuner's trials go stale after the grace period."""
-
-    def __init__(self, storage: RDBStorage, interval_s: float) -> None:
-        super().__init__(daemon=True, name="optuna-heartbeat")
-        self.storage = storage
-        self.interval_s = interval_s
-        self.trial_ids: set[int] = set()
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval_s / 2):
-            with self.lock:
-                ids = list(self.trial_ids)
-            for trial_id in ids:
-                self.storage.record_heartbeat(trial_id)
-
-    def add(self, trial_id: int) -> None:
-        self.storage.record_heartbeat(trial_id)
-        with self.lock:
-            self.trial_ids.add(trial_id)
-
-    def remove(self, trial_id: int) -> None:
-        with self.lock:
-            self.trial_ids.discard(trial_id)
 
 
 def sampler_for(plan: StudyPlan) -> optuna.samplers.BaseSampler:
@@ -194,7 +123,7 @@ def _reclaim_orphans(study: optuna.Study, plan: StudyPlan, notify: Callable[[str
     """Trials a dead tuner on this host left RUNNING: wait for their heartbeat to go stale, then
     let Optuna fail them and its retry callback enqueue them again."""
     orphans = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if _owner_dead(t.user_attrs.get(ATTR_OWNER))
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if owner_dead(t.user_attrs.get(ATTR_OWNER))
     ]
     for trial in orphans:
         # A tuner killed while recording a result may have marked it final before telling it.
@@ -337,7 +266,7 @@ def run_study(
 ) -> Outcome:
     """Run until the stopping rule says the optimum is known (autotune/study/stopping.py) or
     `plan.n_trials` trials have finished (across restarts), then report."""
-    _check_heartbeat(plan, storage)
+    check_heartbeat(plan, storage)
     study = open_study(plan, storage)
     _reclaim_orphans(study, plan, lambda message: on_event("note", {"message": message}))
     _enqueue_tries(study, plan.try_ratios)
@@ -350,7 +279,7 @@ def run_study(
         on_event("note", {"message": f"{plan.workload.name}: --trials {plan.n_trials} grown to {target} to measure every "
                                      f"queued candidate: {queued}"})
     distributions = plan.space.distributions(plan.feasible_low())
-    heartbeat = _Heartbeat(storage, plan.heartbeat_s)
+    heartbeat = TrialHeartbeat(storage, plan.heartbeat_s)
     heartbeat.start()
     in_flight: dict[str, optuna.trial.Trial] = {}
     announced: set[str] = set()
@@ -371,7 +300,7 @@ def run_study(
                     if decide(study, plan, room=target - finished - len(in_flight)) is not None:
                         break  # the optimum is known: nothing more to ask (the trials in flight finish)
                 trial = study.ask(distributions)
-                trial.set_user_attr(ATTR_OWNER, _owner())
+                trial.set_user_attr(ATTR_OWNER, owner())
                 heartbeat.add(trial._trial_id)
                 spec = _trial_spec(plan, trial, trial.params)
                 ahead = len(in_flight) >= runner.capacity  # its server boots while a running trial drains
