@@ -315,16 +315,17 @@ class Simulator:
         self.budget_note = (f"pinned by {len(layouts)} real layouts: {interval.lo:,} <= B < {interval.hi:,} bytes, "
                             f"simulated with {interval.mid:,} ({interval.mid / 2**30:.4f} GiB)")
 
-    def config(self, ratio: float) -> Any:
+    def config(self, ratio: float, overlap: bool = True) -> Any:
         from autotune.sim.config import SimServerConfig
 
         return SimServerConfig(
             model=self.model, gpu=self.gpu, swa_full_tokens_ratio=ratio, page_size=1, chunked_prefill_size=8192,
             max_prefill_tokens=16384, kv_budget_bytes=self.budget_bytes, sglang_version="0.5.17",
-            prefill_cuda_graph=False, dummy_weights=True,
+            prefill_cuda_graph=False, dummy_weights=True, overlap_schedule=overlap,
         )
 
-    def run(self, ratio: float, phase: Phase) -> SimPhase:
+    def run(self, ratio: float, phase: Phase, overlap: bool = True) -> SimPhase:
+        """`overlap`: SGLang's overlap loop, its default (False: the run's servers had --disable-overlap-schedule)."""
         from autotune.pools.sizing import SWAPoolRefused
         from autotune.sim.run import simulate
         from autotune.workloads import MaxConcurrency, random_ids_workload
@@ -334,7 +335,7 @@ class Simulator:
             range_ratio=1.0, seed=1000 + phase.index, arrival=MaxConcurrency(phase.concurrency), warmup=0,
         )
         try:
-            result = simulate(workload, self.config(ratio))
+            result = simulate(workload, self.config(ratio, overlap))
         except SWAPoolRefused:
             return SimPhase(ratio, phase.shape, "refused", None, None, None, None, None, None, False, None)
         # Throughput over the same span as the real phase: all of it, or until the real phase was cut.

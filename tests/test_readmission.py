@@ -28,9 +28,11 @@ DATA = REPO / "docs" / "real-gpu" / "footprint"
 
 
 def engine(version: str = "0.5.17") -> SimEngine:
+    # The plain loop: each step's inserts are done when it returns, so the tree can be read between steps
+    # (the overlap loop defers a completed prefill's insert by one round: tests/test_sim_engine.py).
     return SimEngine(SimServerConfig(
         model=M26, gpu=H100, swa_full_tokens_ratio=1.0, kv_budget_bytes=pinned_budget(20.0).bytes,
-        sglang_version=version,
+        sglang_version=version, overlap_schedule=False,
     ))
 
 

@@ -70,7 +70,8 @@ def test_every_prefill_token_lands_in_both_pools() -> None:
 
 @pytest.mark.parametrize(("version", "evictable"), [("0.5.17", 5000 - 1023), ("0.5.23", 1)])
 def test_out_of_window_prefill_tokens_leave_the_used_count(version: str, evictable: int) -> None:
-    e = engine(0.5, chunked_prefill_size=8192, sglang_version=version)
+    # The plain loop (--disable-overlap-schedule): a prefill's insert is processed before the next round.
+    e = engine(0.5, chunked_prefill_size=8192, sglang_version=version, overlap_schedule=False)
     e.add(request(0, 5000, 4))
     e.step(0.0)
     swa = e.scheduler.swa
@@ -80,6 +81,46 @@ def test_out_of_window_prefill_tokens_leave_the_used_count(version: str, evictab
     # The rest is radix cache in 0.5.17 (evictable, not used: gauges skip it); 0.5.23 frees it at the
     # prefill checkpoint, keeping the 1-token remainder of the capped leaf (docs/sglang-swa-accounting.md §1.2).
     assert swa.evictable == evictable
+
+
+def test_the_overlap_loop_inserts_a_completed_prefill_one_round_late() -> None:
+    # SGLang's default loop processes a batch's results after scheduling the next round: that round still sees
+    # the whole prompt held, and the out-of-window part becomes evictable only after it (a real 0.5.17 trace:
+    # docs/real-gpu/first-pass.md, "What a deep collapse is, traced").
+    e = engine(0.5, chunked_prefill_size=8192, sglang_version="0.5.17")
+    assert e.config.overlap_schedule  # SGLang's default
+    e.add(request(0, 5000, 4))
+    e.step(0.0)
+    swa = e.scheduler.swa
+    assert swa.used == 5000 and swa.evictable == 0
+    report = e.step(1.0)
+    assert report.kind == "decode"
+    assert swa.evictable == 5000 - 1023 and 1023 <= swa.used <= 1023 + 2
+
+
+def test_a_reprefill_splits_at_the_full_trees_old_node_boundaries() -> None:
+    # A 1024-token prompt goes into the tree as a 1-token root node and a window (the leaf is capped at one
+    # window). Retracted, its SWA part evicted, the full tree keeps those nodes: re-prefilled in chunks, the
+    # prompt is split at position 1 again, and the node-by-node lock covers the window without the root node,
+    # which stays evictable (real 0.5.17: the one-token rounds of a storm, docs/sglang-swa-accounting.md §3).
+    from autotune.pools.footprint import insert_nodes, locked_tail
+
+    e = engine(0.5, overlap_schedule=False)
+    req = request(0, 1024, 8)
+    e.add(req)
+    e.step(0.0)
+    assert req.tree_nodes == [1, 1023]
+    e.scheduler.running.remove(req)
+    e.scheduler._retract(req)
+    assert req.tree_bounds == {1, 1024}
+    req.fill_len = 1025
+    req.tree_nodes, req.kv_len, req.protected = [], 0, 0
+    for chunk in (247, 256, 522):  # the chunks a real storm re-prefilled this request in
+        e.scheduler._grow(req, chunk)
+        e.scheduler._checkpoint(req)
+    assert req.tree_nodes == [1, 246, 256, 521, 1]
+    assert locked_tail(req.tree_nodes, 1023) == 1024  # one token of the fill stays evictable
+    assert locked_tail(insert_nodes([247, 256, 522], 1023), 1023) == 1025  # without the old boundaries: none
 
 
 def test_decode_frees_decoded_tokens_only_once_a_window_behind() -> None:

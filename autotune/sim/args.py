@@ -87,6 +87,7 @@ class SimArgs:
     config: str | None
     disable_cuda_graph: bool
     disable_prefill_cuda_graph: bool
+    disable_overlap_schedule: bool
     # simulator-only
     gpu: str
     kv_budget_gb: float | None
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--config", default=None, help="A YAML file of flags (hyphenated keys); the command line wins.")
     add("--disable-cuda-graph", action="store_true")
     add("--disable-prefill-cuda-graph", action="store_true", help="Eager prefill: the GPU profile's eager step overhead.")
+    add("--disable-overlap-schedule", action="store_true",
+        help="SGLang's plain event loop: a batch's results enter the radix tree before the next round is scheduled.")
     for flag, kwargs in _IGNORED_VALUED.items():
         add(flag, help=argparse.SUPPRESS, **kwargs)
     for flag in _IGNORED_SWITCHES:
@@ -285,6 +288,7 @@ def server_config(args: SimArgs, model: ModelSpec, gpu: GPUProfile) -> SimServer
         decode_log_interval=args.decode_log_interval,
         sglang_version=args.sglang_version,
         prefill_cuda_graph=not (args.disable_cuda_graph or args.disable_prefill_cuda_graph),
+        overlap_schedule=not args.disable_overlap_schedule,
         dummy_weights=args.ignored.get("load_format") == "dummy",
     )
     if config.hybrid and args.disable_radix_cache and args.max_running_requests is not None:

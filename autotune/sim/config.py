@@ -55,6 +55,7 @@ class SimServerConfig:
     # In-process replays (sim/run.py) delay each request by this much between its send and the scheduler; the
     # HTTP simulated server has a real network path instead.
     request_ingress_s: float = DEFAULT_REQUEST_INGRESS_S
+    overlap_schedule: bool = True  # SGLang's overlap loop (its default); False: --disable-overlap-schedule
 
     @property
     def rules(self) -> ReleaseRules:

@@ -84,6 +84,7 @@ class SimEngine:
                 fixed_length_full_reservation=config.fixed_length_full_reservation,
                 shrink_chunk_on_transient_swa_pressure=config.shrink_chunk_on_transient_swa_pressure,
                 rules=config.rules,
+                overlap_schedule=config.overlap_schedule,
                 **_arena_config(config, self.startup),
             ),
             self.timing,

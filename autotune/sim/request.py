@@ -40,6 +40,9 @@ class SimRequest:
     cached_full: int = 0
     cached_swa: int = 0
     cached_nodes: list[int] = field(default_factory=list)
+    # Positions where the full tree splits its prefix into nodes, kept over retractions while the full tree holds
+    # it (its SWA part may be gone): a re-prefill's inserts split there too, so the lock can stop short of a node.
+    tree_bounds: frozenset[int] = frozenset()
 
     # timings (virtual or wall seconds, same clock as arrival_s)
     scheduled_s: float | None = None  # first time it left the queue (queue time)

@@ -1,10 +1,11 @@
 """SGLang's scheduler for a hybrid SWA model, reduced to what decides a ratio's fate.
 
-One `step()` is one iteration of SGLang's event loop (managers/scheduler.py, non-overlap):
-build a prefill batch from the waiting queue if admission allows (PrefillAdder,
+One `step()` is one iteration of SGLang's event loop (managers/scheduler.py): build a prefill batch from the waiting queue if admission allows (PrefillAdder,
 mem_cache/prefill_budget.py::SWAPrefillBudget), otherwise decode the running batch after
-checking decode memory and retracting requests if it does not fit (schedule_batch.py). The
-rules kept, each from the reference (docs/reference/sglang.md §4) and the 0.5.23 source:
+checking decode memory and retracting requests if it does not fit (schedule_batch.py). The overlap loop
+(SGLang's default; `overlap_schedule`) processes a batch's results after the next round is scheduled: here, a
+completed prefill's tree insert waits one round. The rules kept, each from the reference
+(docs/reference/sglang.md §4) and the 0.5.17 / 0.5.23 source:
 
 - every prefill token is allocated in both pools;
 - admission: full side `extend + min(max_new, 4096) + page < available + evictable - offsets`,
@@ -15,14 +16,15 @@ rules kept, each from the reference (docs/reference/sglang.md §4) and the 0.5.2
   request books its whole min(max_new_tokens, 4096); a chunk cut by SWA room leaves budget, so the round goes on,
   and a second cut request ends the first one's prefill where it was cut (0.5.17, traced on the real server);
 - a request's SWA footprint follows autotune/pools/footprint.py, per release (docs/sglang-swa-accounting.md):
-  each prefill chunk is inserted into the radix tree, which locks the prompt's last window `L(P)` (used)
+  each prefill chunk is inserted into the radix tree (split at the node boundaries the full tree still holds
+  from before a retraction), which locks the prompt's last window `L(P)` node by node (used)
   and keeps the older part as evictable cache (0.5.17) or frees it (0.5.23); decode frees only decoded
   tokens more than a window behind, on 0.5.17's global `forward_iter % 128` steps or 0.5.23's
   per-request token trigger, so a running request holds `L(P) + H(j)`, up to about two windows;
 - decode out of memory (checked before the step's eviction): retract (fewest outputs first, then
   longest prompt), re-queue at the back; its held slots are freed, its locked prompt becomes evictable,
   then the tree evicts until 20 tokens per request still running are free (retract_decode); a step that
-  retracts adds the GPU profile's fitted `retract_step_overhead_ms` once (what the overlap loop adds);
+  retracts adds the GPU profile's fitted `retract_step_overhead_ms` once (host work the loop does not hide);
 - re-admission (§4): the retracted request's inserted fill (its prompt, and any output re-prefilled
   before) is a prefix hit while tree eviction has taken none of it, so only the rest is re-prefilled
   and only the rest is charged; the hit is locked again at admission. Tree eviction is modelled as
@@ -36,6 +38,7 @@ Times are whatever clock the caller uses (virtual seconds in-process, wall secon
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -84,6 +87,10 @@ class SchedulerConfig:
     swa_token_bytes: int = 0
     joint_admission: bool = True
     crash_beyond_static_caps: bool = False
+    # SGLang's overlap scheduler (its default; off: --disable-overlap-schedule) processes a batch's results
+    # after the next batch is scheduled, so a completed prefill enters the radix tree one round late: that
+    # round's admission still sees the prompt's out-of-window part held, and the next one gets it alone.
+    overlap_schedule: bool = False
 
     @property
     def min_new_token_ratio(self) -> float:
@@ -152,10 +159,11 @@ class Scheduler:
         self.last_decode_log: str | None = None
         self.new_token_ratio = config.init_new_token_ratio
         self.forward_ct = 0  # forwards run so far (0.5.17's decode eviction keys on it; the tree's LRU clock)
-        self.full_tree = TreeLRU(self.full)
+        self.full_tree = TreeLRU(self.full, holds_node_bounds=True)
         self.swa_tree = TreeLRU(self.swa) if self.swa is not None else None
         self._cached_entries: dict[int, list] = {}  # id(retracted request) -> its prefix's LRU entries
         self._hits: dict[int, int] = {}  # id(request admitted this round) -> its prefix hit
+        self._pending_checkpoints: list[SimRequest] = []  # completed prefills the overlap loop inserts one round late
 
     # -- queue -------------------------------------------------------------------------------
     def add(self, request: SimRequest) -> None:
@@ -172,6 +180,7 @@ class Scheduler:
     # -- one iteration -----------------------------------------------------------------------
     def step(self, now: float) -> StepReport:
         batch = self._prefill_batch()
+        self._apply_pending_checkpoints()  # the last batch's results, processed after this round was scheduled
         if batch:
             return self._run_prefill(batch, now)
         if self.running:
@@ -334,8 +343,12 @@ class Scheduler:
             new_tokens += extend
             self.counters.prefill_tokens_computed += extend
             # The chunk goes into the radix tree (stash_chunked_request; after the first output token,
-            # cache_unfinished_req / checkpoint_kv_cache): it locks the prompt's last window.
-            self._checkpoint(req)
+            # cache_unfinished_req / checkpoint_kv_cache): it locks the prompt's last window. Under the overlap
+            # loop a completed prefill's insert waits for the next round's scheduling.
+            if done and self.config.overlap_schedule:
+                self._pending_checkpoints.append(req)
+            else:
+                self._checkpoint(req)
             if done:
                 req.generated += 1  # the extend's logits give the first output token
                 self._log_tokens += 1
@@ -411,6 +424,7 @@ class Scheduler:
         # unless eviction takes some of it first.
         req.cached_len, req.cached_full, req.cached_swa = req.protected, req.full_locked, req.swa_locked
         req.cached_nodes = list(req.tree_nodes)
+        req.tree_bounds = req.tree_bounds | frozenset(itertools.accumulate(req.tree_nodes))
         self._release(req, retract=True)
         req.retractions += 1
         req.fill_len = req.prompt_len + req.generated  # the fill: prompt + the output kept
@@ -538,7 +552,9 @@ class Scheduler:
             req.tree_access = self.forward_ct
             return
         window = self.window or 0
-        req.tree_nodes += insert_nodes([end - start], window, page)
+        # The insert splits at the full tree's existing node boundaries (a retracted prefix it still holds).
+        cuts = sorted(b for b in req.tree_bounds if start < b < end)
+        req.tree_nodes += insert_nodes([b - a for a, b in zip([start, *cuts], [*cuts, end])], window, page)
         locked = min(locked_tail(req.tree_nodes, window), end)
         before = req.swa_locked + segment  # the old lock and the segment, both counted used
         freed = 0
@@ -557,6 +573,14 @@ class Scheduler:
         req.tree_access = self.forward_ct
         req.swa_held -= segment
         req.swa_locked = locked
+
+    def _apply_pending_checkpoints(self) -> None:
+        """The overlap loop's deferred inserts, for the requests still running (a retracted or finished one
+        released what it held without it)."""
+        pending, self._pending_checkpoints = self._pending_checkpoints, []
+        for req in pending:
+            if req in self.running:
+                self._checkpoint(req)
 
     def _evict_decoded(self, req: SimRequest) -> None:
         """maybe_evict_swa for one request: free decoded SWA slots more than a window behind (§1.3)."""

@@ -16,8 +16,9 @@ class TreeLRU:
     cached prefix: evicting any of it loses the request's prefix hit.
     """
 
-    def __init__(self, pool: TokenPool) -> None:
+    def __init__(self, pool: TokenPool, *, holds_node_bounds: bool = False) -> None:
         self.pool = pool
+        self.holds_node_bounds = holds_node_bounds  # the full tree: evicting a prefix drops its node boundaries
         self.seen = pool.evicted_total
         self.heap: list[list] = []  # [age, seq, tokens, owner]
         self.seq = 0
@@ -42,6 +43,8 @@ class TreeLRU:
             if owner is not None:
                 owner.cached_len = owner.cached_full = owner.cached_swa = 0  # the prefix hit is lost
                 owner.cached_nodes = []
+                if self.holds_node_bounds:
+                    owner.tree_bounds = frozenset()
             if entry[2] <= 0:
                 heapq.heappop(self.heap)
 
