@@ -222,10 +222,11 @@ def repeat_table(passes: Sequence[Pass], simulator: Any) -> tuple[str, list[tupl
             errors.append((p, err))
         counters = r.get("counters") or {}
         idle = gpu_idle_s(r)
+        gpu_s = f"{fwd.get('extend', 0.0):.2f} / {fwd.get('decode', 0.0):.2f}" if fwd else "-"  # no device timer read
         lines.append(
-            f"| {p.run} | {p.before}{' (traced: schedule only)' if p.traced else ''} | {'on' if p.overlap else 'off'} | {p.ratio:g} | {p.shape} | {p.number} of {p.runs_on_server} | {footprint._f(p.tok_s)} | "
+            f"| {p.run} | {p.before}{' (traced: schedule only)' if p.traced else ''} | {'on' if p.overlap else 'off'} | {p.ratio:g} | {p.shape} | {p.number} of {p.runs_on_server} | {footprint._f(p.tok_s)}{'' if r['status'] == 'ok' else ' (' + r['status'] + ')'} | "
             f"{'-' if p.kernels is None else p.kernels} | "
-            f"{fwd.get('extend', float('nan')):.2f} / {fwd.get('decode', float('nan')):.2f} | "
+            f"{gpu_s} | "
             f"{'-' if idle is None else f'{idle:.2f}'} | {len(r['log']['prefill'])} / {footprint._f(sim.prefill_batches)} | "
             f"{footprint._f(real_decode_passes(r))} / {footprint._f(sim.decode_passes)} | "
             f"{footprint._f(counters.get('sglang:num_retracted_requests_total'))} / {footprint._f(sim.retractions)} | "
