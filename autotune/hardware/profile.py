@@ -55,9 +55,9 @@ class GPUProfile:
     # Prefill steps with prefill CUDA graphs off (--disable-prefill-cuda-graph): eager kernels launch
     # one by one, a fixed cost far above the graphed step's. None: the same as prefill_step_overhead_ms.
     eager_prefill_step_overhead_ms: float | None = None
-    # Wall time a decode step that retracts costs beyond the simulated forwards, once per step however many
-    # requests it retracts: host work SGLang's overlap scheduler does not hide there, and the extra small
-    # re-admission forwards the overlap loop runs after it. 0: not measured.
+    # Wall time a decode step that retracts costs beyond the simulated forwards (the overlap loop's small
+    # re-admission forwards included), once per step however many requests it retracts: host work SGLang's
+    # scheduler does not hide there. 0: not measured.
     retract_step_overhead_ms: float = 0.0
 
     @property

@@ -1,8 +1,9 @@
 """SGLang's scheduler for a hybrid SWA model, reduced to what decides a ratio's fate.
 
-One `step()` is one iteration of SGLang's event loop (managers/scheduler.py): build a prefill batch from the waiting queue if admission allows (PrefillAdder,
-mem_cache/prefill_budget.py::SWAPrefillBudget), otherwise decode the running batch after
-checking decode memory and retracting requests if it does not fit (schedule_batch.py). The overlap loop
+One `step()` is one iteration of SGLang's event loop (managers/scheduler.py): build a prefill batch
+from the waiting queue if admission allows (PrefillAdder, mem_cache/prefill_budget.py::SWAPrefillBudget),
+otherwise decode the running batch after checking decode memory and retracting requests if it does not
+fit (schedule_batch.py). The overlap loop
 (SGLang's default; `overlap_schedule`) processes a batch's results after the next round is scheduled: here, a
 completed prefill's tree insert waits one round. The rules kept, each from the reference
 (docs/reference/sglang.md §4) and the 0.5.17 / 0.5.23 source:
@@ -90,6 +91,8 @@ class SchedulerConfig:
     # SGLang's overlap scheduler (its default; off: --disable-overlap-schedule) processes a batch's results
     # after the next batch is scheduled, so a completed prefill enters the radix tree one round late: that
     # round's admission still sees the prompt's out-of-window part held, and the next one gets it alone.
+    # The engine passes SimServerConfig's (True, SGLang's default); False here keeps a bare scheduler's steps
+    # self-contained.
     overlap_schedule: bool = False
 
     @property
