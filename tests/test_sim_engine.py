@@ -289,14 +289,97 @@ def test_a_request_reaches_the_scheduler_an_ingress_after_its_send() -> None:
 
 
 def test_a_request_sent_at_a_finish_misses_the_step_scheduled_at_that_finish() -> None:
-    # Closed loop, one slot: the second request is sent the instant the first finishes. With no ingress it is
-    # prefilled at that very instant; with one, the scheduler idles until it arrives (real SGLang schedules
-    # the next step before the client's next request can reach it).
+    # Closed loop, one slot, the plain loop: the second request is sent the instant the first finishes. With no
+    # ingress it is prefilled at that very instant; with one, the scheduler idles until it arrives (real SGLang
+    # schedules the next step before the client's next request can reach it).
     work = random_ids_workload("loop", 2, 512, 8, range_ratio=1.0, seed=4, arrival=MaxConcurrency(1), warmup=0)
-    base = dict(model=M26, gpu=H100, swa_full_tokens_ratio=1.0, kv_budget_bytes=pinned_budget(5.0).bytes)
+    base = dict(model=M26, gpu=H100, swa_full_tokens_ratio=1.0, kv_budget_bytes=pinned_budget(5.0).bytes,
+                overlap_schedule=False)
     gaps = {}
     for ingress in (0.0, 0.004):
         first, second = simulate(work, SimServerConfig(**base, request_ingress_s=ingress)).outcomes
         assert second.start_s == pytest.approx(first.start_s + first.e2e_s)  # sent at the finish
         gaps[ingress] = second.ttft_s
     assert gaps[0.004] == pytest.approx(gaps[0.0] + 0.004)
+
+
+def test_the_overlap_loop_learns_of_a_finish_one_forward_late() -> None:
+    # The overlap loop schedules forward k+1 before it processes forward k's results: a request whose last token
+    # came in forward k is decoded once more (its token discarded) and its KV is released only then (real 0.5.17:
+    # one more decode pass per wave than the plain loop, docs/real-gpu/first-pass.md).
+    sizes = {}
+    for overlap in (True, False):
+        e = engine(1.0, overlap_schedule=overlap)
+        short, long = request(0, 512, 2), request(1, 512, 8)
+        e.add(short), e.add(long)
+        reports = run_until_idle(e)
+        assert short.generated == 2 and long.generated == 8
+        sizes[overlap] = [r.batch_size for r in reports if r.kind == "decode"]
+        assert e.scheduler.swa.used == 0 and e.scheduler.full.used == 0  # everything released in the end
+    assert sizes[False] == [2] + [1] * 6
+    assert sizes[True] == [2, 2] + [1] * 5 + [1]  # the short one once more, then the long one's extra pass
+
+
+def test_a_request_retracted_with_its_last_decode_in_flight_loses_that_token() -> None:
+    # SGLang's result processor skips a retracted request (`req.is_retracted: continue`): on the overlap loop the
+    # forward in flight when it was retracted gives it nothing, so it is re-prefilled with one output fewer.
+    for overlap, kept in ((True, 2), (False, 3)):
+        e = engine(1.0, overlap_schedule=overlap)
+        req = request(0, 512, 8)
+        e.add(req)
+        e.step(0.0)  # prefill: output 1
+        e.step(1.0)  # decode: output 2
+        e.step(2.0)  # decode: output 3, in flight while the next round schedules
+        e.scheduler.running.remove(req)
+        e.scheduler._retract(req)
+        assert req.generated == kept and req.fill_len == 512 + kept
+        assert len(req.token_times) == kept  # the dropped token was never streamed
+
+
+def test_the_overlap_loop_receives_requests_one_forward_behind() -> None:
+    # The overlap loop polls for new requests right after processing the results of the forward before the one
+    # in flight: a request that arrives while forward k runs is first seen when forward k+2 is scheduled.
+    for overlap in (True, False):
+        e = engine(1.0, overlap_schedule=overlap)
+        e.add(request(0, 512, 8))
+        first = e.step(0.0)  # prefill
+        second = e.step(first.end_s)  # decode
+        late = request(1, 512, 8)
+        e.add(late, at=second.start_s + 1e-6)  # arrived while the decode ran
+        third = e.step(second.end_s)
+        if overlap:
+            assert third.kind == "decode" and late not in e.scheduler.running
+            assert e.step(third.end_s).kind == "prefill"
+        else:
+            assert third.kind == "prefill"
+        assert late.generated == 1
+
+
+def test_a_reprefill_keeps_the_old_paths_node_sizes_while_the_full_tree_holds_it() -> None:
+    # Only the fresh leaf beyond the path the full tree still holds is capped at a window; over the old path the
+    # insert follows its nodes. Real 0.5.17 traced a whole 1,128-token re-prefill leaving 70 tokens evictable
+    # (a node from position 70 to the end), where a fresh insert leaves 105 (a window-capped leaf).
+    from autotune.pools.footprint import locked_tail
+
+    def reprefilled(evict_full: int) -> list[int]:
+        e = engine(0.5, overlap_schedule=False)
+        req = request(0, 1128, 8)
+        e.add(req)
+        e.step(0.0)
+        assert req.tree_nodes == [105, 1023]  # a fresh 1,128-token leaf, capped at the window
+        e.scheduler.running.remove(req)
+        e.scheduler._retract(req)
+        req.tree_bounds = frozenset({70})  # stand-in: the path's nodes split at 70 by an earlier incarnation
+        e.scheduler.full_tree.evict(evict_full)
+        req.tree_nodes, req.kv_len, req.protected, req.fill_len = [], 0, 0, 1129
+        e.scheduler._grow(req, 1129)
+        e.scheduler._checkpoint(req)
+        return req.tree_nodes
+
+    nodes = reprefilled(0)
+    assert nodes == [70, 1058, 1]
+    assert 1129 - locked_tail(nodes, 1023) == 70
+    # Leaf first: after the full tree evicted the path's deep part, its root side and the boundary in it remain.
+    assert reprefilled(1128 - 500) == [70, 430, 629]
+    # All of it evicted: no boundary is left, and the whole fill is a fresh leaf.
+    assert reprefilled(1128) == [106, 1023]

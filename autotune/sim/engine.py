@@ -91,13 +91,44 @@ class SimEngine:
         )
         self.published = self.live_stats()
         self.crashed = None  # the DeviceAssert the server died of (0.5.17 unified memory)
+        # Requests that reached the server, with when, not yet in the scheduler's queue: a round sees what had
+        # arrived when it received (see step()).
+        self._inbox: list[tuple[float, SimRequest]] = []
+        self._received_until: float | None = None  # None: a round receives everything arrived by its start
 
     # -- driving ----------------------------------------------------------------------------
-    def add(self, request: SimRequest) -> None:
-        self.scheduler.add(request)
+    def add(self, request: SimRequest, at: float | None = None) -> None:
+        """A request reached the server at `at` (default: its arrival_s)."""
+        self._inbox.append((request.arrival_s if at is None else at, request))
+
+    def drop_queued(self, request: SimRequest) -> bool:
+        """Abort a request still queued (not yet admitted); False if it is not queued."""
+        for i, (_, queued) in enumerate(self._inbox):
+            if queued is request:
+                del self._inbox[i]
+                return True
+        try:
+            self.scheduler.waiting.remove(request)
+        except ValueError:
+            return False
+        return True
+
+    def drop_all_queued(self) -> None:
+        self._inbox.clear()
+        self.scheduler.waiting.clear()
 
     def step(self, now: float) -> StepReport:
+        """One iteration of the event loop, scheduled at `now`. It receives the requests that arrived by the time its
+        loop iteration polled: on the plain loop, `now` (the last forward's end); on the overlap loop (SGLang's
+        default), the start of the forward before it, since the CPU schedules one forward ahead and polls right
+        after processing the results of the forward before that (measured: a finished request's successor reached
+        the real server's queue two rounds after its finish, not one). An idle loop polls continuously."""
+        cutoff = now if self._received_until is None or self.scheduler.idle else self._received_until
+        while self._inbox and self._inbox[0][0] <= cutoff:
+            self.scheduler.add(self._inbox.pop(0)[1])
         report = self.scheduler.step(now)
+        forward = report.kind in ("prefill", "decode")
+        self._received_until = report.start_s if forward and self.config.overlap_schedule else None
         if report.kind == "prefill" or report.log_line is not None or report.retracted:
             self.published = self.live_stats()
         return report
@@ -108,7 +139,7 @@ class SimEngine:
 
     @property
     def idle(self) -> bool:
-        return self.scheduler.idle
+        return self.scheduler.idle and not self._inbox
 
     # -- observing --------------------------------------------------------------------------
     def live_stats(self) -> EngineStats:

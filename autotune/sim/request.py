@@ -33,6 +33,8 @@ class SimRequest:
     swa_cursor: int = 0  # swa_evicted_seqlen: SWA positions below it were freed
     tree_nodes: list[int] = field(default_factory=list)  # sizes of its prefix's tree nodes, root first
     decode_steps: int = 0  # decode_batch_idx: decode steps since its prefill
+    last_emit_forward: int = -1  # the forward that gave it its latest output tokens
+    last_emit_tokens: int = 0  # how many it gave (the overlap loop has not processed them one forward later)
     tree_access: int = 0  # the scheduler's forward count when its prefix was last inserted (LRU age)
     # After a retraction: what of its fill the radix tree still holds (docs/sglang-swa-accounting.md §4),
     # until tree eviction takes any of it (then 0): positions, full slots, live SWA tail, node sizes.

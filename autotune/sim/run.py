@@ -114,7 +114,8 @@ def _drive(
             live[spec.index] = req
             heapq.heappush(inbound, (send_s + ingress, spec.index, req))
         while inbound and inbound[0][0] <= now:
-            engine.add(heapq.heappop(inbound)[2])
+            reached_s, _, req = heapq.heappop(inbound)
+            engine.add(req, reached_s)
         try:
             report = engine.step(now)
         except DeviceAssert as crash:  # the server process dies: every request in flight fails
@@ -214,7 +215,7 @@ class SimSession:
         server aborts a disconnected request while it is queued) and running ones finish; then
         `pause_s` idle. Returns the virtual seconds it took."""
         engine, began = self.engine, self.now
-        engine.scheduler.waiting.clear()
+        engine.drop_all_queued()
         now = self.now
         while not engine.idle:
             report = engine.step(now)

@@ -166,7 +166,11 @@ class Scheduler:
         self.swa_tree = TreeLRU(self.swa) if self.swa is not None else None
         self._cached_entries: dict[int, list] = {}  # id(retracted request) -> its prefix's LRU entries
         self._hits: dict[int, int] = {}  # id(request admitted this round) -> its prefix hit
-        self._pending_checkpoints: list[SimRequest] = []  # completed prefills the overlap loop inserts one round late
+        # completed prefills the overlap loop inserts one round late, with the fill each had then
+        self._pending_checkpoints: list[tuple[SimRequest, int]] = []
+        # requests whose last token finished them: the overlap loop learns it when it processes that forward's
+        # results, after scheduling the next one, so they stay in the running batch one forward longer
+        self._pending_releases: list[SimRequest] = []
 
     # -- queue -------------------------------------------------------------------------------
     def add(self, request: SimRequest) -> None:
@@ -182,12 +186,14 @@ class Scheduler:
 
     # -- one iteration -----------------------------------------------------------------------
     def step(self, now: float) -> StepReport:
+        # The last batch's results are processed after this round is scheduled (overlap loop): after admission, and
+        # after a decode's retraction check and allocation.
         batch = self._prefill_batch()
-        self._apply_pending_checkpoints()  # the last batch's results, processed after this round was scheduled
         if batch:
             return self._run_prefill(batch, now)
         if self.running:
             return self._run_decode(now)
+        self._process_last_results()
         self.new_token_ratio = self.config.init_new_token_ratio  # the idle loop resets the tracker
         return StepReport("idle", now, 0.0, 0)
 
@@ -337,7 +343,7 @@ class Scheduler:
         new_tokens = 0
         cached_tokens = sum(self._hits.pop(id(req), 0) for req, _, _ in batch)
         self.counters.prefix_hit_tokens += cached_tokens
-        for req, extend, done in batch:
+        for req, extend, done in batch:  # scheduling: the batch's slots are allocated
             if req.scheduled_s is None:
                 req.scheduled_s = now
             self._check_static_caps(req, extend)
@@ -345,23 +351,26 @@ class Scheduler:
             req.prefilled += extend
             new_tokens += extend
             self.counters.prefill_tokens_computed += extend
+        self._process_last_results()
+        for req, extend, done in batch:
             # The chunk goes into the radix tree (stash_chunked_request; after the first output token,
             # cache_unfinished_req / checkpoint_kv_cache): it locks the prompt's last window. Under the overlap
             # loop a completed prefill's insert waits for the next round's scheduling.
             if done and self.config.overlap_schedule:
-                self._pending_checkpoints.append(req)
+                self._pending_checkpoints.append((req, req.kv_len))
             else:
                 self._checkpoint(req)
             if done:
                 req.generated += 1  # the extend's logits give the first output token
+                req.last_emit_forward, req.last_emit_tokens = self.forward_ct, 1
                 self._log_tokens += 1
                 self._emit(req, end)
                 emitted.append(req)
                 if req.finished:
-                    self._finish(req, end)
                     finished.append(req)
-                else:
-                    self.running.append(req)
+                self.running.append(req)
+        for req in finished:
+            self._finish(req, end)
         self.counters.prefill_steps += 1
         self.forward_ct += 1
         line = (
@@ -389,7 +398,9 @@ class Scheduler:
         if self._decode_fits(self.running, tokens):
             return []
         # _get_decode_retraction_order: keep most outputs / shortest prompts; pop from the end.
-        order = sorted(self.running, key=lambda r: (r.generated, -r.prompt_len), reverse=True)
+        # A request finished one forward ago (overlap loop) is still in the batch; kept here (simplification: SGLang
+        # could retract it, with the most outputs, only after every other request).
+        order = sorted(self.running, key=lambda r: (r.finished, self._processed_outputs(r), -r.prompt_len), reverse=True)
         retracted: list[SimRequest] = []
         while order and (not retracted or not self._decode_fits(order, tokens)):
             if len(order) == 1 and retracted:
@@ -397,14 +408,15 @@ class Scheduler:
             req = order.pop()
             self._retract(req)  # frees its KV at once, so the next check sees the room
             retracted.append(req)
+            # release_req ends with evict_from_tree_cache(requests left x SGLANG_RETRACT_DECODE_STEPS), after every
+            # retracted request: only the shortfall against what is already free (the first, with the most requests
+            # left, asks the most).
+            want = self.config.retract_decode_steps * len(order)
+            for tree in (self.full_tree, self.swa_tree):
+                if tree is not None:
+                    tree.evict(want - tree.pool.available)
         keep = set(map(id, order))
         self.running = [r for r in self.running if id(r) in keep]
-        # retract_decode ends with evict_from_tree_cache(remaining x SGLANG_RETRACT_DECODE_STEPS):
-        # only the shortfall against what is already free.
-        want = self.config.retract_decode_steps * len(self.running)
-        for tree in (self.full_tree, self.swa_tree):
-            if tree is not None:
-                tree.evict(want - tree.pool.available)
         self.counters.retracted_requests += len(retracted)
         self.counters.last_retracted = len(retracted)
         return retracted
@@ -413,14 +425,42 @@ class Scheduler:
         """NewTokenRatioTracker: re-estimated from the requests kept after a retraction, else decayed."""
         cfg = self.config
         if retracted:
-            decoded = sum(r.generated for r in self.running)
+            decoded = sum(self._processed_outputs(r) for r in self.running)
             max_new = sum(r.max_new_tokens for r in self.running)
             self.new_token_ratio = min(1.0, (decoded + cfg.retract_decode_steps * len(self.running)) / (max_new + 1))
         else:
             decay = (cfg.init_new_token_ratio - cfg.min_new_token_ratio) / cfg.new_token_ratio_decay_steps
             self.new_token_ratio = max(self.new_token_ratio - decay, cfg.min_new_token_ratio)
 
+    def _in_flight_outputs(self, req: SimRequest) -> int:
+        """Output tokens of the forward before this one, which the overlap loop processes only after this round is
+        scheduled: its output_ids lack them while this round decides (0 on the plain loop)."""
+        if self.config.overlap_schedule and req.last_emit_forward == self.forward_ct - 1:
+            return req.last_emit_tokens
+        return 0
+
+    def _processed_outputs(self, req: SimRequest) -> int:
+        """len(req.output_ids) as this round's scheduling sees it."""
+        return req.generated - self._in_flight_outputs(req)
+
+    def _drop_in_flight_outputs(self, req: SimRequest) -> None:
+        """A request retracted while its last forward is in flight loses that forward's tokens: the result processor
+        skips a retracted request (batch_result_processor: `req.finished() or req.is_retracted: continue`, 0.5.17),
+        so they are never appended, never streamed, and its re-prefill is one token shorter (traced: the real storm
+        re-admits such a request with one output fewer than it decoded)."""
+        dropped = self._in_flight_outputs(req)
+        if not dropped:
+            return
+        req.generated -= dropped
+        req.last_emit_tokens = 0
+        if req.token_times:
+            req.token_times.pop()
+            req.token_counts.pop()
+        if not req.token_times:
+            req.first_token_s = None
+
     def _retract(self, req: SimRequest) -> None:
+        self._drop_in_flight_outputs(req)
         self.counters.retracted_input_tokens += req.prompt_len
         self.counters.retracted_output_tokens += req.generated
         # What the tree keeps of it (its inserted fill, unlocked) is a prefix hit at re-admission
@@ -444,14 +484,16 @@ class Scheduler:
         # (GPUProfile.retract_step_overhead_ms, docs/real-gpu/first-pass.md).
         retraction_s = self.timing.retract_step_overhead_s if retracted else 0.0
         if not self.running:  # everything was retracted: nothing to decode, the next step prefills
+            self._process_last_results()
             return StepReport("retract", now, retraction_s, 0, retracted=tuple(retracted))
         if not self._decode_fits(self.running, whole):
             # retract_decode: the last request cannot decode even alone; SGLang aborts it.
             aborted = tuple(self.running)
             for req in aborted:
                 req.error = "KV cache pool is full: aborted under decode memory pressure"
-                self._finish(req, now)
+                self._finish(req, now, aborted=True)
             self.running = []
+            self._process_last_results()
             return StepReport("retract", now, 0.0, 0, finished=aborted, retracted=tuple(retracted))
         window = self.window
         batch = DecodeBatch(
@@ -464,6 +506,9 @@ class Scheduler:
         finished: list[SimRequest] = []
         emitted = 0
         for req in self.running:
+            if req.finished:  # finished one forward ago (overlap): its slot is allocated, its token discarded
+                self._grow(req, whole)
+                continue
             req.spec_credit += per_step
             tokens = min(int(req.spec_credit), req.remaining_new_tokens)
             req.spec_credit -= int(req.spec_credit)
@@ -473,15 +518,16 @@ class Scheduler:
             self._grow(req, tokens)
             req.decode_steps += 1
             req.generated += tokens
+            req.last_emit_forward, req.last_emit_tokens = self.forward_ct, tokens
             emitted += tokens
             self._emit(req, end)
             if req.finished:
                 finished.append(req)
+        emitted_reqs = tuple(r for r in self.running if r.last_emit_forward == self.forward_ct)
+        # Scheduled (retraction checked, slots allocated): now the overlap loop processes the last batch's results.
+        self._process_last_results()
         for req in finished:
             self._finish(req, end)
-        done = set(map(id, finished))
-        emitted_reqs = tuple(self.running)
-        self.running = [r for r in self.running if id(r) not in done]
         self.counters.decode_steps += 1
         self.forward_ct += 1
         line = self._decode_log(end, emitted)
@@ -536,15 +582,15 @@ class Scheduler:
         req.kv_len += tokens
         req.full_held += pages
 
-    def _checkpoint(self, req: SimRequest) -> None:
-        """Insert the request's prefix [0, kv_len) into the radix tree and re-lock its tail (§1.1-1.2).
+    def _checkpoint(self, req: SimRequest, end: int | None = None) -> None:
+        """Insert the request's prefix [0, end) (default: kv_len) into the radix tree and re-lock its tail (§1.1-1.2).
 
         Full pool: the new segment moves from held to locked. SWA pool: the new segment's nodes are
         capped at one window; the lock covers the tail nodes up to the window, `L`; the rest becomes
         evictable tree cache, except that 0.5.23 first frees the segment's out-of-window part.
         """
         page = self.config.page_size
-        end, start = req.kv_len, req.protected
+        end, start = req.kv_len if end is None else end, req.protected
         if end <= start:
             return
         segment = ceil_page(end, page) - ceil_page(start, page)  # slots allocated for it
@@ -555,9 +601,13 @@ class Scheduler:
             req.tree_access = self.forward_ct
             return
         window = self.window or 0
-        # The insert splits at the full tree's existing node boundaries (a retracted prefix it still holds).
-        cuts = sorted(b for b in req.tree_bounds if start < b < end)
-        req.tree_nodes += insert_nodes([b - a for a, b in zip([start, *cuts], [*cuts, end])], window, page)
+        # The insert splits at the full tree's existing node boundaries (a retracted prefix it still holds), and only
+        # the fresh leaf beyond that path is capped at a window (_maybe_split_leaf_for_swa_lock): a piece of the old
+        # path keeps its node's size (traced: a whole 1,128-token re-prefill left 70 tokens evictable, not 105).
+        path = self.full_tree.held_prefix(req)
+        cuts = sorted({b for b in req.tree_bounds if start < b < end} | ({path} if start < path < end else set()))
+        for a, b in zip([start, *cuts], [*cuts, end]):
+            req.tree_nodes += [b - a] if b <= path else insert_nodes([b - a], window, page)
         locked = min(locked_tail(req.tree_nodes, window), end)
         before = req.swa_locked + segment  # the old lock and the segment, both counted used
         freed = 0
@@ -577,13 +627,20 @@ class Scheduler:
         req.swa_held -= segment
         req.swa_locked = locked
 
-    def _apply_pending_checkpoints(self) -> None:
-        """The overlap loop's deferred inserts, for the requests still running (a retracted or finished one
-        released what it held without it)."""
+    def _process_last_results(self) -> None:
+        """The overlap loop's deferred processing of the last forward: its completed prefills' inserts (for the
+        requests still running: a retracted one released what it held without it), then its finished requests'
+        release to the radix cache."""
         pending, self._pending_checkpoints = self._pending_checkpoints, []
-        for req in pending:
+        for req, end in pending:
             if req in self.running:
-                self._checkpoint(req)
+                self._checkpoint(req, end)
+        released, self._pending_releases = self._pending_releases, []
+        if released:
+            for req in released:
+                self._release(req, retract=False)
+            gone = set(map(id, released))
+            self.running = [r for r in self.running if id(r) not in gone]
 
     def _evict_decoded(self, req: SimRequest) -> None:
         """maybe_evict_swa for one request: free decoded SWA slots more than a window behind (§1.3)."""
@@ -639,12 +696,19 @@ class Scheduler:
         if self.swa_tree is not None:
             self.swa_tree.sync()
 
-    def _finish(self, req: SimRequest, end: float) -> None:
+    def _finish(self, req: SimRequest, end: float, *, aborted: bool = False) -> None:
+        """The request's last token is out (the client has it at `end`). Its KV goes to the radix cache (finished
+        requests stay cached): at once on the plain loop, on the overlap loop after the next forward is scheduled."""
         req.finish_s = end
         self.counters.requests += 1
         self.counters.prompt_tokens += req.prompt_len
         self.counters.generation_tokens += req.generated
-        self._release(req, retract=False)  # finished requests stay in the radix cache
+        if self.config.overlap_schedule and not aborted:
+            self._pending_releases.append(req)
+        else:
+            self._release(req, retract=False)
+            if req in self.running:
+                self.running.remove(req)
         if self.on_finish is not None:
             self.on_finish(req)
 

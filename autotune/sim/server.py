@@ -211,10 +211,7 @@ class SimServer:
         """A client went away: drop the request if it is still queued (SGLang's abort frees it)."""
         if self.pending.pop(p.rid, None) is None:
             return
-        try:
-            self.engine.scheduler.waiting.remove(p.req)
-        except ValueError:
-            pass  # running or chunked: it runs on, its tokens go nowhere
+        self.engine.drop_queued(p.req)  # False when running or chunked: it runs on, its tokens go nowhere
         if self.metrics is not None:
             self.metrics.observe_aborted()
 

@@ -22,6 +22,7 @@ class TreeLRU:
         self.seen = pool.evicted_total
         self.heap: list[list] = []  # [age, seq, tokens, owner]
         self.seq = 0
+        self.owned: dict[int, list[list]] = {}  # id(owner) -> its entries (the full tree: where its boundaries live)
 
     def add(self, tokens: int, age: int, owner: SimRequest | None = None) -> list | None:
         if tokens <= 0:
@@ -29,6 +30,8 @@ class TreeLRU:
         self.seq += 1
         entry = [age, self.seq, tokens, owner]
         heapq.heappush(self.heap, entry)
+        if owner is not None and self.holds_node_bounds:
+            self.owned.setdefault(id(owner), []).append(entry)
         return entry
 
     def sync(self) -> None:
@@ -44,9 +47,25 @@ class TreeLRU:
                 owner.cached_len = owner.cached_full = owner.cached_swa = 0  # the prefix hit is lost
                 owner.cached_nodes = []
                 if self.holds_node_bounds:
-                    owner.tree_bounds = frozenset()
+                    self._trim_bounds(owner)
             if entry[2] <= 0:
                 heapq.heappop(self.heap)
+
+    def held_prefix(self, owner: SimRequest) -> int:
+        """How much of the owner's path the tree still holds from before (its longest entry left, root side)."""
+        return max((e[2] for e in self.owned.get(id(owner), ())), default=0)
+
+    def _trim_bounds(self, owner: SimRequest) -> None:
+        """The owner's entries are one path of the tree (each insert of its prefix, from the root), and the tree
+        evicts leaf first: what survives is the path's root side, as long as its longest entry left, and the node
+        boundaries in it (traced: a re-prefill still splits at a boundary its first re-prefill made)."""
+        entries = [e for e in self.owned.get(id(owner), ()) if e[2] > 0]
+        surviving = max((e[2] for e in entries), default=0)
+        if entries:
+            self.owned[id(owner)] = entries
+        else:
+            self.owned.pop(id(owner), None)
+        owner.tree_bounds = frozenset(b for b in owner.tree_bounds if b <= surviving)
 
     def evict(self, tokens: int) -> None:
         """Evict `tokens` cached tokens now (retract_decode's evict_from_tree_cache)."""
