@@ -117,6 +117,7 @@ class StepReport:
     retracted: tuple[SimRequest, ...] = ()
     emitted: tuple[SimRequest, ...] = ()  # requests that got new output tokens this step
     log_line: str | None = None
+    chunks: tuple[int, ...] = ()  # prefill: each request's extend tokens, in batch order
 
     @property
     def end_s(self) -> float:
@@ -378,7 +379,8 @@ class Scheduler:
             f"{self._usage_text()}, #running-req: {len(self.running)}, #queue-req: {len(self.waiting)}"
         )
         return StepReport(
-            "prefill", now, duration, len(batch), new_tokens, tuple(finished), (), tuple(emitted), line
+            "prefill", now, duration, len(batch), new_tokens, tuple(finished), (), tuple(emitted), line,
+            chunks=tuple(extend for _, extend, _ in batch),
         )
 
     # -- decode ------------------------------------------------------------------------------
