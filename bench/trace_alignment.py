@@ -1,13 +1,13 @@
 """A traced real storm against the simulator, event by event.
 
 The scheduler probe (deploy/gpu-kit/probes/sched_trace) logged every batch a real SGLang 0.5.17 server built during
-the `traced-deep` run (docs/real-gpu/first-pass/traced-deep/): each prefill batch with every request's extend range,
+the `traced-deep` and `traced-lag` runs (docs/real-gpu/first-pass/): each prefill batch with every request's extend range,
 each decode batch's size, each retraction with the retracted requests' output counts. This bench replays the same
 phase in the simulator, reduces both sides to the same event sequence and aligns them from the first retraction
 (before it, the real client's first request may reach the scheduler alone). It prints the schedule totals and how
 many events the two runs share before the first difference, with the difference in context.
 
-    python bench/trace_alignment.py [--context 4]
+    python bench/trace_alignment.py [--run DIR ...] [--context 4]
 
 Every simulated figure is simulated.
 """
@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import swa_footprint_fidelity as footprint  # noqa: E402
 
-RUN = REPO / "docs" / "real-gpu" / "first-pass" / "traced-deep"
+RUNS = [REPO / "docs" / "real-gpu" / "first-pass" / name for name in ("traced-deep", "traced-lag")]
+RUN = RUNS[0]
 
 Event = tuple[str, tuple[int, ...]]  # ("P", extend per request) | ("D", (batch size,)) | ("R", outputs of the retracted)
 
@@ -65,8 +66,9 @@ def _real_events(lines: Iterable[dict[str, Any]]) -> Iterator[Event]:
 
 
 def real_traces(run: Path = RUN) -> list[Trace]:
-    """One trace per boot: matched to the boot by its SWA pool (the emptiest round's free tokens); the measured phase
-    starts at the last round that found the pool empty (after the warm-up's /flush_cache)."""
+    """One trace per measured phase. A trace file is one server process, matched to its boot by the SWA pool (the
+    emptiest round's free tokens). The pool is empty (nothing running, nothing cached) at the warm-up's first round
+    and after every /flush_cache, so the phases start at the empty rounds after the warm-up's, in order."""
     records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]
     boots = {r["swa_tokens"]: r for r in records if r.get("kind") == "boot" and r.get("ok")}
     traces = []
@@ -74,12 +76,15 @@ def real_traces(run: Path = RUN) -> list[Trace]:
         rounds = [i for i, e in enumerate(lines) if e.get("event") == "round"]
         capacity = max(lines[i]["swa_free"] for i in rounds)
         boot = boots[capacity]
-        first_retraction = next(i for i, e in enumerate(lines) if e.get("event") == "retract")
-        start = max(i for i in rounds if i < first_retraction and lines[i]["swa_free"] == capacity
-                    and lines[i].get("running") == 0)
-        phase = next(r for r in records if r.get("kind") == "phase" and r["boot_id"] == boot["boot_id"])
-        traces.append(Trace(boot["ratio"], capacity, phase, list(_real_events(lines[start:]))))
-    return sorted(traces, key=lambda t: t.ratio)
+        empty = [i for i in rounds if lines[i]["swa_free"] == capacity and lines[i].get("running") == 0
+                 and not lines[i].get("swa_evictable")]
+        warmed = any(r.get("kind") == "warm_up" and r["boot_id"] == boot["boot_id"] for r in records)
+        starts = empty[1:] if warmed else empty
+        phases = sorted((r for r in records if r.get("kind") == "phase" and r["boot_id"] == boot["boot_id"]),
+                        key=lambda r: r["index"])
+        for phase, start, end in zip(phases, starts, [*starts[1:], len(lines)]):
+            traces.append(Trace(boot["ratio"], capacity, phase, list(_real_events(lines[start:end]))))
+    return sorted(traces, key=lambda t: (t.ratio, t.phase["index"]))
 
 
 def simulated_events(ratio: float, phase: dict[str, Any], simulator: Any) -> list[Event]:
@@ -147,37 +152,53 @@ def _show(event: Event | None) -> str:
     return "retract " + ", ".join(f"{v} out" for v in values)
 
 
-def report(run: Path = RUN, context: int = 4) -> str:
+def report(runs: Sequence[Path] = RUNS, context: int = 4) -> str:
     boots, _, _ = footprint.load(footprint.DEFAULT_DATA)
     simulator = footprint.Simulator(boots)
-    out = [f"Traced run `{run.name}` against the simulator (simulated), aligned from the first retraction", ""]
-    for trace in real_traces(run):
-        sim = simulated_events(trace.ratio, trace.phase, simulator)
-        a = align(trace.events, sim)
-        real_totals, sim_totals = totals(trace.events), totals(sim)
-        out += [f"### Ratio {trace.ratio:g}: {trace.phase['phase']} (SWA pool {trace.swa_tokens:,} tokens)", "",
-                "| | real 0.5.17 | simulated |", "|---|---:|---:|"]
-        out += [f"| {k} | {real_totals[k]:,} | {sim_totals[k]:,} |" for k in real_totals]
-        total = len(trace.events) - a.real_from
-        out += ["", f"Events shared from the first retraction: {a.shared:,} of the real run's {total:,}"
-                    + (" (all)." if a.ended else ".")]
-        if not a.ended:
-            out += ["", "| event | real | simulated |", "|---:|---|---|"]
-            for k in range(max(a.shared - context, 0), a.shared + context):
-                r = trace.events[a.real_from + k] if a.real_from + k < len(trace.events) else None
-                s = sim[a.sim_from + k] if a.sim_from + k < len(sim) else None
-                mark = " **≠**" if r != s else ""
-                out.append(f"| {k}{mark} | {_show(r)} | {_show(s)} |")
-        out.append("")
+    out = []
+    for run in runs:
+        out += [f"## Traced run `{run.name}` against the simulator (simulated), aligned from the first retraction", ""]
+        for trace in real_traces(run):
+            out += _phase_report(trace, simulated_events(trace.ratio, trace.phase, simulator), context)
     return "\n".join(out)
+
+
+def _phase_report(trace: Trace, sim: Sequence[Event], context: int) -> list[str]:
+    real_totals, sim_totals = totals(trace.events), totals(sim)
+    out = [f"### Ratio {trace.ratio:g}: {trace.phase['phase']} (SWA pool {trace.swa_tokens:,} tokens)", "",
+           "| | real 0.5.17 | simulated |", "|---|---:|---:|"]
+    out += [f"| {k} | {real_totals[k]:,} | {sim_totals[k]:,} |" for k in real_totals]
+    if not real_totals["retractions"] or not sim_totals["retractions"]:
+        shared = sum(1 for _ in _common_prefix(trace.events, sim))
+        return out + ["", f"No retraction on one side: events shared from the start: {shared:,} of {len(trace.events):,}.", ""]
+    a = align(trace.events, sim)
+    total = len(trace.events) - a.real_from
+    out += ["", f"Events shared from the first retraction: {a.shared:,} of the real run's {total:,}"
+                + (" (all)." if a.ended else ".")]
+    if not a.ended:
+        out += ["", "| event | real | simulated |", "|---:|---|---|"]
+        for k in range(max(a.shared - context, 0), a.shared + context):
+            r = trace.events[a.real_from + k] if a.real_from + k < len(trace.events) else None
+            s = sim[a.sim_from + k] if a.sim_from + k < len(sim) else None
+            mark = " **≠**" if r != s else ""
+            out.append(f"| {k}{mark} | {_show(r)} | {_show(s)} |")
+    return out + [""]
+
+
+def _common_prefix(a: Sequence[Event], b: Sequence[Event]) -> Iterator[Event]:
+    for x, y in zip(a, b):
+        if x != y:
+            return
+        yield x
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, default=RUN, help="a traced run directory (results.jsonl, fp-logs.tar.gz)")
+    parser.add_argument("--run", type=Path, action="append", help="a traced run directory (results.jsonl, "
+                        "fp-logs.tar.gz); repeatable (default: traced-deep and traced-lag)")
     parser.add_argument("--context", type=int, default=4, help="events shown around the first difference")
     args = parser.parse_args(argv)
-    print(report(args.run, args.context))
+    print(report(args.run or RUNS, args.context))
     return 0
 
 

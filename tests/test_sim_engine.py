@@ -337,22 +337,36 @@ def test_a_request_retracted_with_its_last_decode_in_flight_loses_that_token() -
 
 
 def test_the_overlap_loop_receives_requests_one_forward_behind() -> None:
-    # The overlap loop polls for new requests right after processing the results of the forward before the one
-    # in flight: a request that arrives while forward k runs is first seen when forward k+2 is scheduled.
-    for overlap in (True, False):
+    # The overlap loop polls for new requests right after launching forward k (and processing forward k-1's
+    # results): a request that arrives while forward k runs, after that poll, is first seen when forward k+2 is
+    # scheduled. The plain loop polls after each forward.
+    for overlap, arrives_after_launch, seen_next in ((True, 1e-6, False), (True, -1e-6, True), (False, 1e-6, True)):
         e = engine(1.0, overlap_schedule=overlap)
         e.add(request(0, 512, 8))
         first = e.step(0.0)  # prefill
         second = e.step(first.end_s)  # decode
         late = request(1, 512, 8)
-        e.add(late, at=second.start_s + 1e-6)  # arrived while the decode ran
+        e.add(late, at=second.start_s + e.config.schedule_launch_s + arrives_after_launch)
         third = e.step(second.end_s)
-        if overlap:
+        if seen_next:
+            assert third.kind == "prefill"
+        else:
             assert third.kind == "decode" and late not in e.scheduler.running
             assert e.step(third.end_s).kind == "prefill"
-        else:
-            assert third.kind == "prefill"
         assert late.generated == 1
+
+
+def test_a_burst_leaves_the_client_one_request_after_another() -> None:
+    # The replay client sends a burst's requests 0.3 ms apart (the real replays' request rows): an idle server
+    # prefills the first alone, and the rest, there by the next poll, in the next round (every traced phase).
+    work = random_ids_workload("burst", 16, 1024, 4, range_ratio=1.0, seed=5, arrival=MaxConcurrency(16), warmup=0)
+    base = dict(model=M26, gpu=H100, swa_full_tokens_ratio=1.0, kv_budget_bytes=pinned_budget(5.0).bytes)
+    starts = sorted(o.start_s for o in simulate(work, SimServerConfig(**base)).outcomes)
+    assert starts[1] - starts[0] == pytest.approx(0.0003) and starts[-1] - starts[0] == pytest.approx(15 * 0.0003)
+    firsts = sorted(o.start_s + o.ttft_s for o in simulate(work, SimServerConfig(**base)).outcomes)
+    assert firsts[0] < firsts[1]  # the first request's prefill ran alone
+    at_once = simulate(work, SimServerConfig(**base, client_send_interval_s=0.0)).outcomes
+    assert len({round(o.start_s + o.ttft_s, 9) for o in at_once}) == 2  # 8 x 1,024 per prefill round: two rounds
 
 
 def test_a_reprefill_keeps_the_old_paths_node_sizes_while_the_full_tree_holds_it() -> None:

@@ -27,6 +27,15 @@ DEFAULT_DECODE_LOG_INTERVAL = 40
 # is not zero: a request sent when another finishes misses the step scheduled at that finish (measured: a
 # retracted request re-prefilled alone before the next wave's prompts reached the queue, footprint.md).
 DEFAULT_REQUEST_INGRESS_S = 0.004
+# A replay client sends a burst's requests one after another, not at once: the real replays' request rows show
+# them 0.3 ms apart (docs/real-gpu/first-pass/traced-lag). With an idle server the burst's first request is
+# prefilled alone, as every traced real phase began.
+DEFAULT_CLIENT_SEND_INTERVAL_S = 0.0003
+# The overlap loop polls for requests right after it has launched a forward (and processed the one before): a round
+# receives what arrived by the previous forward's start plus this scheduling and launch time. Bounded by the traces:
+# at least 2.1 ms (a burst's first seven requests reach the second round) and under the 4 ms ingress (a finished
+# request's successor misses the round after next).
+DEFAULT_SCHEDULE_LAUNCH_S = 0.003
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class SimServerConfig:
     # In-process replays (sim/run.py) delay each request by this much between its send and the scheduler; the
     # HTTP simulated server has a real network path instead.
     request_ingress_s: float = DEFAULT_REQUEST_INGRESS_S
+    client_send_interval_s: float = DEFAULT_CLIENT_SEND_INTERVAL_S
+    schedule_launch_s: float = DEFAULT_SCHEDULE_LAUNCH_S
     overlap_schedule: bool = True  # SGLang's overlap loop (its default); False: --disable-overlap-schedule
 
     @property

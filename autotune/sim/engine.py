@@ -120,15 +120,17 @@ class SimEngine:
     def step(self, now: float) -> StepReport:
         """One iteration of the event loop, scheduled at `now`. It receives the requests that arrived by the time its
         loop iteration polled: on the plain loop, `now` (the last forward's end); on the overlap loop (SGLang's
-        default), the start of the forward before it, since the CPU schedules one forward ahead and polls right
-        after processing the results of the forward before that (measured: a finished request's successor reached
-        the real server's queue two rounds after its finish, not one). An idle loop polls continuously."""
+        default), the start of the forward before it plus its scheduling and launch time, since the CPU schedules one
+        forward ahead and polls right after launching it and processing the results of the forward before that
+        (traced: a finished request's successor reached the real queue two rounds after its finish, not one). An
+        idle loop polls continuously."""
         cutoff = now if self._received_until is None or self.scheduler.idle else self._received_until
         while self._inbox and self._inbox[0][0] <= cutoff:
             self.scheduler.add(self._inbox.pop(0)[1])
         report = self.scheduler.step(now)
         forward = report.kind in ("prefill", "decode")
-        self._received_until = report.start_s if forward and self.config.overlap_schedule else None
+        overlap = forward and self.config.overlap_schedule
+        self._received_until = report.start_s + self.config.schedule_launch_s if overlap else None
         if report.kind == "prefill" or report.log_line is not None or report.retracted:
             self.published = self.live_stats()
         return report

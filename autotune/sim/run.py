@@ -9,6 +9,7 @@ does: a concurrency semaphore, Poisson or trace offsets, warm-up requests first 
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 
 from autotune.measure.serving_metrics import SLO, RequestOutcome, ServingSummary, stream_timings, summarize
@@ -63,20 +64,24 @@ def _outcome(spec: RequestSpec, req: SimRequest, t0: float) -> RequestOutcome:
 class _Client:
     """The replay's arrival process in virtual time."""
 
-    def __init__(self, specs: tuple[RequestSpec, ...], offsets: tuple[float, ...], limit: int | None, t0: float) -> None:
+    def __init__(self, specs: tuple[RequestSpec, ...], offsets: tuple[float, ...], limit: int | None, t0: float,
+                 send_interval_s: float = 0.0) -> None:
         self.pending = list(zip(offsets, specs))
         self.pending.reverse()  # pop() from the end = next in order
         self.limit = limit
         self.in_flight = 0
         self.t0 = t0
+        self.send_interval_s = send_interval_s  # one request after another: a burst leaves over time
+        self.last_send_s = -math.inf
 
     def due(self, now: float) -> list[tuple[float, RequestSpec]]:
-        """Requests whose send time has come and that have a concurrency slot."""
+        """Requests whose send time has come and that have a concurrency slot, with the times they leave."""
         out = []
         while self.pending and self.t0 + self.pending[-1][0] <= now and (self.limit is None or self.in_flight < self.limit):
             offset, spec = self.pending.pop()
             self.in_flight += 1
-            out.append((max(self.t0 + offset, now), spec))
+            self.last_send_s = max(self.t0 + offset, now, self.last_send_s + self.send_interval_s)
+            out.append((self.last_send_s, spec))
         return out
 
     def next_time(self) -> float | None:
@@ -96,7 +101,7 @@ def _drive(
     logs: list[str],
     deadline_s: float | None = None,
 ) -> tuple[dict[int, SimRequest], float, bool]:
-    client = _Client(specs, offsets, limit, t0)
+    client = _Client(specs, offsets, limit, t0, engine.config.client_send_interval_s)
     live: dict[int, SimRequest] = {}
     now = t0
     next_sample = t0

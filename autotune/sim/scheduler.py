@@ -206,9 +206,10 @@ class Scheduler:
             return []
         budget = RoundBudget(self.full, self.swa, cfg.page_size, self.window,
                          arena=self.arena if cfg.joint_admission else None)
-        for r in self.running:
+        for r in self.running:  # what each still has to decode, as its output_ids say (the overlap loop's lag)
             ratio = 1.0 if r.ignore_eos and cfg.fixed_length_full_reservation else self.new_token_ratio
-            budget.total_offset += min(r.remaining_new_tokens, CLIP_MAX_NEW_TOKENS) * ratio
+            remaining = max(r.max_new_tokens - self._processed_outputs(r), 0)
+            budget.total_offset += min(remaining, CLIP_MAX_NEW_TOKENS) * ratio
         rem_input = cfg.max_prefill_tokens
         rem_chunk = cfg.chunked_prefill_size
         batch: list[tuple[SimRequest, int, bool]] = []
