@@ -397,3 +397,26 @@ def test_a_reprefill_keeps_the_old_paths_node_sizes_while_the_full_tree_holds_it
     assert reprefilled(1128 - 500) == [70, 430, 629]
     # All of it evicted: no boundary is left, and the whole fill is a fresh leaf.
     assert reprefilled(1128) == [106, 1023]
+
+
+def test_a_reprefill_over_its_old_path_frees_the_old_full_kv() -> None:
+    # SGLang's insert over a path whose SWA was evicted (tombstoned nodes) frees the old nodes' full KV and adopts
+    # the new (swa_radix_cache._insert_helper): the old path leaves the evictable cache, available grows by it and
+    # used does not change, so the request's path is never cached twice.
+    e = engine(0.5, overlap_schedule=False)
+    s = e.scheduler
+    req = request(0, 1128, 8)
+    e.add(req)
+    e.step(0.0)
+    s.running.remove(req)
+    s._retract(req)
+    assert s.full.evictable == 1128 and s.full_tree.held_prefix(req) == 1128
+    req.cached_len = 0  # its SWA tail evicted: no prefix hit, the whole fill is prefilled again
+    used = s.full.used
+    s._grow(req, 600)
+    s._checkpoint(req)
+    assert s.full.used == used + 600 and s.full.evictable == 1128 - 600
+    assert s.full_tree.held_prefix(req) == 1128  # the path still reaches as far: its first 600 locked again
+    s._grow(req, 529)
+    s._checkpoint(req)
+    assert s.full.evictable == 0 and s.full.used == used + 1129

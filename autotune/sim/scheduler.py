@@ -600,6 +600,7 @@ class Scheduler:
         req.full_held -= segment
         req.full_locked += segment
         req.protected = end
+        self.full_tree.reuse(req, start, end)  # over its old path the tree keeps the old full KV
         if self.swa is None:
             req.tree_access = self.forward_ct
             return

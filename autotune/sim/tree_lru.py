@@ -20,7 +20,9 @@ class TreeLRU:
         self.pool = pool
         self.holds_node_bounds = holds_node_bounds  # the full tree: evicting a prefix drops its node boundaries
         self.seen = pool.evicted_total
-        self.heap: list[list] = []  # [age, seq, tokens, owner]
+        # [age, seq, tokens, owner, base]: a retracted request's entry spans path positions [base, base + tokens);
+        # below base its path was locked again by the request's next prefill (reused, no longer evictable here)
+        self.heap: list[list] = []
         self.seq = 0
         self.owned: dict[int, list[list]] = {}  # id(owner) -> its entries (the full tree: where its boundaries live)
 
@@ -28,7 +30,7 @@ class TreeLRU:
         if tokens <= 0:
             return None
         self.seq += 1
-        entry = [age, self.seq, tokens, owner]
+        entry = [age, self.seq, tokens, owner, 0]
         heapq.heappush(self.heap, entry)
         if owner is not None and self.holds_node_bounds:
             self.owned.setdefault(id(owner), []).append(entry)
@@ -53,14 +55,29 @@ class TreeLRU:
 
     def held_prefix(self, owner: SimRequest) -> int:
         """How much of the owner's path the tree still holds from before (its longest entry left, root side)."""
-        return max((e[2] for e in self.owned.get(id(owner), ())), default=0)
+        return max((e[4] + e[2] for e in self.owned.get(id(owner), ()) if e[2] > 0 or e[4] > 0), default=0)
+
+    def reuse(self, owner: SimRequest, start: int, end: int) -> int:
+        """The owner's new insert of positions [start, end) runs over its old path: SGLang keeps the old nodes' full
+        KV (locked now by the request) and frees the new duplicates, so the overlap leaves the evictable part here
+        (available grows by it; used is unchanged). Returns the tokens reused."""
+        reused = 0
+        for e in self.owned.get(id(owner), ()):
+            lo, hi = e[4], e[4] + e[2]
+            x = max(min(end, hi) - max(start, lo), 0)
+            if x and start <= lo:
+                e[2] -= x
+                e[4] += x
+                self.pool.evictable -= x
+                reused += x
+        return reused
 
     def _trim_bounds(self, owner: SimRequest) -> None:
         """The owner's entries are one path of the tree (each insert of its prefix, from the root), and the tree
         evicts leaf first: what survives is the path's root side, as long as its longest entry left, and the node
         boundaries in it (traced: a re-prefill still splits at a boundary its first re-prefill made)."""
-        entries = [e for e in self.owned.get(id(owner), ()) if e[2] > 0]
-        surviving = max((e[2] for e in entries), default=0)
+        entries = [e for e in self.owned.get(id(owner), ()) if e[2] > 0 or e[4] > 0]
+        surviving = max((e[4] + e[2] for e in entries), default=0)
         if entries:
             self.owned[id(owner)] = entries
         else:
@@ -80,6 +97,7 @@ class TreeLRU:
         if entry is None or entry[2] <= 0:
             return 0
         tokens, entry[2] = entry[2], 0  # left in the heap, empty: eviction skips past it
+        entry[4] += tokens  # locked again by its owner
         self.pool.evictable -= tokens
         self.pool.used += tokens
         return tokens
