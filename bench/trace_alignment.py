@@ -1,7 +1,7 @@
 """A traced real storm against the simulator, event by event.
 
 The scheduler probe (deploy/gpu-kit/probes/sched_trace) logged every batch a real SGLang 0.5.17 server built during
-the `traced-deep` and `traced-lag` runs (docs/real-gpu/first-pass/): each prefill batch with every request's extend range,
+the `traced-deep`, `traced-lag` and `traced-collapse` runs (docs/real-gpu/first-pass/): each prefill batch with every request's extend range,
 each decode batch's size, each retraction with the retracted requests' output counts. This bench replays the same
 phase in the simulator, reduces both sides to the same event sequence and aligns them from the first retraction
 (before it, the real client's first request may reach the scheduler alone). It prints the schedule totals and how
@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import swa_footprint_fidelity as footprint  # noqa: E402
 
-RUNS = [REPO / "docs" / "real-gpu" / "first-pass" / name for name in ("traced-deep", "traced-lag")]
+RUNS = [REPO / "docs" / "real-gpu" / "first-pass" / name for name in ("traced-deep", "traced-lag", "traced-collapse")]
 RUN = RUNS[0]
 
 Event = tuple[str, tuple[int, ...]]  # ("P", extend per request) | ("D", (batch size,)) | ("R", outputs of the retracted)
@@ -95,9 +95,13 @@ def simulated_events(ratio: float, phase: dict[str, Any], simulator: Any) -> lis
     session = SimSession(simulator.config(ratio))
     events: list[Event] = []
     step = session.engine.step
+    # A phase cut at its cap: the same span of the simulated replay (its clock starts at 0).
+    span = phase["elapsed_s"] if phase.get("status") == "cut" else float("inf")
 
     def recording_step(now: float) -> Any:
         report = step(now)
+        if report.start_s > span:
+            return report
         if report.retracted:
             events.append(("R", tuple(r.generated for r in report.retracted)))
         if report.kind == "prefill":
@@ -165,7 +169,8 @@ def report(runs: Sequence[Path] = RUNS, context: int = 4) -> str:
 
 def _phase_report(trace: Trace, sim: Sequence[Event], context: int) -> list[str]:
     real_totals, sim_totals = totals(trace.events), totals(sim)
-    out = [f"### Ratio {trace.ratio:g}: {trace.phase['phase']} (SWA pool {trace.swa_tokens:,} tokens)", "",
+    cut = f", cut at {trace.phase['elapsed_s']:.0f} s on both sides" if trace.phase.get("status") == "cut" else ""
+    out = [f"### Ratio {trace.ratio:g}: {trace.phase['phase']} (SWA pool {trace.swa_tokens:,} tokens{cut})", "",
            "| | real 0.5.17 | simulated |", "|---|---:|---:|"]
     out += [f"| {k} | {real_totals[k]:,} | {sim_totals[k]:,} |" for k in real_totals]
     if not real_totals["retractions"] or not sim_totals["retractions"]:
@@ -195,7 +200,7 @@ def _common_prefix(a: Sequence[Event], b: Sequence[Event]) -> Iterator[Event]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, action="append", help="a traced run directory (results.jsonl, "
-                        "fp-logs.tar.gz); repeatable (default: traced-deep and traced-lag)")
+                        "fp-logs.tar.gz); repeatable (default: traced-deep, traced-lag, traced-collapse)")
     parser.add_argument("--context", type=int, default=4, help="events shown around the first difference")
     args = parser.parse_args(argv)
     print(report(args.run or RUNS, args.context))
