@@ -51,7 +51,17 @@ def test_a_peak_with_worse_neighbours_on_both_sides_is_bracketed() -> None:
 
 def test_a_peak_missing_a_worse_neighbour_on_one_side_goes_on() -> None:
     verdict = judge(pts((0.55, 100.0), (0.8, 95.0)), BAND, low=0.01)
-    assert not verdict.stop and "nothing worse measured below 0.550" in verdict.detail
+    assert not verdict.stop and "nothing worse measured within 0.25 below 0.550" in verdict.detail
+
+
+def test_a_worse_neighbour_far_away_does_not_bracket_a_sharp_peak() -> None:
+    # The simulated 26B-A4B chat surface: 0.8 measured best, worse at 1.0 and at 0.5, its peak at 0.73 (8 % above
+    # 0.8) between them. A neighbour more than MAX_BRACKET_GAP away leaves room for such a peak: go on.
+    far = judge(pts((0.5, 88.6), (0.8, 92.3), (1.0, 88.0)), BAND, low=0.01)
+    assert not far.stop and "0.500 is 0.300 away" in far.detail
+    near = judge(pts((0.6, 98.6), (0.8, 92.3), (0.73, 100.0), (1.0, 88.0)), BAND, low=0.01)
+    assert near.stop and near.reason == BRACKETED and near.best_ratio == 0.73
+    assert judge(pts((0.5, 88.6), (0.8, 92.3), (1.0, 88.0)), BAND, low=0.01, max_gap=0.3).stop  # 0.3 accepts it
 
 
 def test_a_flat_surface_stops_as_flat_but_one_point_is_not_a_surface() -> None:
@@ -64,7 +74,7 @@ def test_an_edge_optimum_at_a_feasible_bound_is_bracketed_by_the_bound() -> None
     # Monotone rising to 1.0: the bound is the other side.
     rising = judge(pts((0.5, 80.0), (0.8, 90.0), (1.0, 100.0)), BAND, low=0.01)
     assert rising.stop and rising.reason == BRACKETED and "the feasible bound 1.000" in rising.detail
-    falling = judge(pts((0.01, 100.0), (0.8, 90.0)), BAND, low=0.01)
+    falling = judge(pts((0.01, 100.0), (0.2, 90.0)), BAND, low=0.01)
     assert falling.stop and "the feasible bound 0.010" in falling.detail
     # Near the bound but not at it: the sampler goes on (something better may lie beyond).
     assert not judge(pts((0.8, 90.0), (0.95, 100.0)), BAND, low=0.01).stop
@@ -78,13 +88,13 @@ def test_the_noise_band_decides_what_counts_as_worse() -> None:
 
 
 def test_a_plateau_within_the_band_is_bracketed_by_its_outer_neighbours() -> None:
-    verdict = judge(pts((0.1, 70.0), (0.3, 99.6), (0.5, 100.0), (0.8, 75.0)), BAND, low=0.01)
+    verdict = judge(pts((0.1, 70.0), (0.3, 99.6), (0.5, 100.0), (0.7, 75.0)), BAND, low=0.01)
     assert verdict.stop and verdict.reason == BRACKETED and "0.300-0.500 within the band" in verdict.detail
 
 
 def test_lost_runs_count_as_worse_and_a_completed_retry_outranks_a_lost_run() -> None:
-    verdict = judge(pts((0.1, None), (0.5, 100.0), (0.8, 90.0)), BAND, low=0.01)
-    assert verdict.stop and "0.100 (clearly lost)" in verdict.detail
+    verdict = judge(pts((0.3, None), (0.5, 100.0), (0.7, 90.0)), BAND, low=0.01)
+    assert verdict.stop and "0.300 (clearly lost)" in verdict.detail
     assert pts((0.5, None), (0.5, 100.0))[0] == Point(0.5, (100.0,))
     assert not judge(pts((0.1, None), (0.8, None)), BAND, low=0.01).stop
 

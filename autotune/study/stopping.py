@@ -4,10 +4,10 @@ A study's `--trials` is a ceiling. Once its queued candidates (the `--try` ratio
 guess, SGLang's default 0.8) are measured, the study stops as soon as its measured points say one of:
 
 - **bracketed**: the best ratio — together with any measured ratios next to it whose values are
-  within the noise band of the best (a plateau) — has a measured ratio on each side that is worse
-  than the best by more than the band, or reaches the feasible bound on that side (nothing lies
-  beyond it). A trial stopped early as clearly lost, too slow, failed at its ratio, or over the SLO
-  counts as worse.
+  within the noise band of the best (a plateau) — has a measured ratio on each side, at most
+  MAX_BRACKET_GAP away, that is worse than the best by more than the band, or reaches the feasible
+  bound on that side (nothing lies beyond it). A trial stopped early as clearly lost, too slow, failed
+  at its ratio, or over the SLO counts as worse.
 - **flat**: at least two ratios are measured and every measured value lies within the band of the
   best: nothing measured so far tells the ratios apart.
 
@@ -31,6 +31,10 @@ FLAT = "flat"
 CEILING = "ceiling"
 RUN_ALL = "ran every trial"
 BOUND_TOL = 1e-3  # a ratio this close to a feasible bound is at the bound (first_ratios rounds to 3 decimals)
+# A worse neighbour brackets the best only this close to it (ratio units): a sharp peak can sit between the best and a
+# worse point far away, higher than either (the simulated 26B-A4B chat surface: 0.8 measured best, 1.0 and 0.5 worse,
+# its peak at 0.73, 8 % above 0.8).
+MAX_BRACKET_GAP = 0.25
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,8 @@ class Verdict:
         return f"{self.reason}: {self.detail}" if self.reason else self.detail
 
 
-def judge(points: Sequence[Point], band: NoiseBand, low: float, high: float = 1.0) -> Verdict:
+def judge(points: Sequence[Point], band: NoiseBand, low: float, high: float = 1.0,
+          max_gap: float = MAX_BRACKET_GAP) -> Verdict:
     """The stopping rule on measured points (see the module docstring); `low`/`high`: the feasible bounds."""
     measured = [p for p in points if not p.lost]
     if not measured:
@@ -143,19 +148,26 @@ def judge(points: Sequence[Point], band: NoiseBand, low: float, high: float = 1.
     at_low, at_high = ordered[lo].ratio <= low + BOUND_TOL, ordered[hi].ratio >= high - BOUND_TOL
     plateau = f" (with {ordered[lo].ratio:.3f}-{ordered[hi].ratio:.3f} within the band)" if hi > lo else ""
 
-    def side(neighbour: Point | None, at_bound: bool, bound: float) -> str | None:
+    wide: list[str] = []
+
+    def side(neighbour: Point | None, at_bound: bool, bound: float, edge: float) -> str | None:
         if neighbour is not None:
+            if abs(neighbour.ratio - edge) > max_gap + BOUND_TOL:
+                wide.append(f"{neighbour.ratio:.3f} is {abs(neighbour.ratio - edge):.3f} away, a peak may lie between")
+                return None
             drop = "clearly lost" if neighbour.lost else f"{neighbour.value / best.value - 1:+.1%}"
             return f"{neighbour.ratio:.3f} ({drop})"
         return f"the feasible bound {bound:.3f}" if at_bound else None
 
-    below, above = side(left, at_low, low), side(right, at_high, high)
+    below, above = side(left, at_low, low, ordered[lo].ratio), side(right, at_high, high, ordered[hi].ratio)
     if below and above:
         return Verdict(
             True, BRACKETED,
             f"best {best.ratio:.3f}{plateau}; worse beyond the ±{band.share:.1%} band on both sides: {below} and {above}",
             best.ratio,
         )
-    missing = " and ".join(f"nothing worse measured {where} {edge:.3f}" for where, edge, ok in
+    missing = " and ".join(f"nothing worse measured within {max_gap:g} {where} {edge:.3f}" for where, edge, ok in
                            (("below", ordered[lo].ratio, below), ("above", ordered[hi].ratio, above)) if not ok)
+    if wide:
+        missing += f" ({'; '.join(wide)})"
     return Verdict(False, "", f"best {best.ratio:.3f}{plateau}; not bracketed: {missing}", best.ratio)
