@@ -5,7 +5,10 @@ from the waiting queue if admission allows (PrefillAdder, mem_cache/prefill_budg
 otherwise decode the running batch after checking decode memory and retracting requests if it does not
 fit (schedule_batch.py). The overlap loop
 (SGLang's default; `overlap_schedule`) processes a batch's results after the next round is scheduled: here, a
-completed prefill's tree insert waits one round. The rules kept, each from the reference
+completed prefill's tree insert waits one round, a finished request stays in the next forward's batch and is
+released after it is scheduled, a request retracted with its last forward in flight loses that forward's tokens,
+and scheduling reads output counts without the tokens in flight (the engine also receives requests one forward
+behind: autotune/sim/engine.py). The rules kept, each from the reference
 (docs/reference/sglang.md §4) and the 0.5.17 / 0.5.23 source:
 
 - every prefill token is allocated in both pools;
