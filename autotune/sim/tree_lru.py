@@ -57,11 +57,10 @@ class TreeLRU:
         """How much of the owner's path the tree still holds from before (its longest entry left, root side)."""
         return max((e[4] + e[2] for e in self.owned.get(id(owner), ()) if e[2] > 0 or e[4] > 0), default=0)
 
-    def reuse(self, owner: SimRequest, start: int, end: int) -> int:
+    def reuse(self, owner: SimRequest, start: int, end: int) -> None:
         """The owner's new insert of positions [start, end) runs over its old path: SGLang keeps the old nodes' full
         KV (locked now by the request) and frees the new duplicates, so the overlap leaves the evictable part here
-        (available grows by it; used is unchanged). Returns the tokens reused."""
-        reused = 0
+        (available grows by it; used is unchanged)."""
         for e in self.owned.get(id(owner), ()):
             lo, hi = e[4], e[4] + e[2]
             x = max(min(end, hi) - max(start, lo), 0)
@@ -69,19 +68,15 @@ class TreeLRU:
                 e[2] -= x
                 e[4] += x
                 self.pool.evictable -= x
-                reused += x
-        return reused
 
     def _trim_bounds(self, owner: SimRequest) -> None:
         """The owner's entries are one path of the tree (each insert of its prefix, from the root), and the tree
         evicts leaf first: what survives is the path's root side, as long as its longest entry left, and the node
         boundaries in it (traced: a re-prefill still splits at a boundary its first re-prefill made)."""
-        entries = [e for e in self.owned.get(id(owner), ()) if e[2] > 0 or e[4] > 0]
-        surviving = max((e[4] + e[2] for e in entries), default=0)
+        entries = [e for e in self.owned.pop(id(owner), ()) if e[2] > 0 or e[4] > 0]
         if entries:
             self.owned[id(owner)] = entries
-        else:
-            self.owned.pop(id(owner), None)
+        surviving = self.held_prefix(owner)
         owner.tree_bounds = frozenset(b for b in owner.tree_bounds if b <= surviving)
 
     def evict(self, tokens: int) -> None:
